@@ -9,7 +9,7 @@
 //! reference sender does; the reference's receiver reads a header with one fixed-size receive
 //! that fails when the header does not fit its ring.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 
 use super::{msg_type, Header, Message, ProtoError, HEADER_LEN, MAX_DATA_CHUNK};
@@ -21,6 +21,12 @@ pub trait FrameTransport: Read + Write {
     /// # Errors
     /// The transport's failure, e.g. a peer that is gone.
     fn writable_payload(&mut self) -> io::Result<usize>;
+}
+
+impl<T: FrameTransport + ?Sized> FrameTransport for &mut T {
+    fn writable_payload(&mut self) -> io::Result<usize> {
+        (**self).writable_payload()
+    }
 }
 
 /// Wraps a stream without a notion of free space (a pipe, a serial port): chunks are only
@@ -134,6 +140,9 @@ pub struct DataStreams<T> {
     inner: RefCell<T>,
     stdin: RefCell<StdinState>,
     failure: RefCell<Option<ProtoError>>,
+    /// Set by the first protocol error; reads fail from then on, since the stream position is
+    /// no longer at a message boundary.
+    poisoned: Cell<bool>,
     stdout_bytes: RefCell<u64>,
 }
 
@@ -144,6 +153,7 @@ impl<T: FrameTransport> DataStreams<T> {
             inner: RefCell::new(inner),
             stdin: RefCell::new(StdinState::default()),
             failure: RefCell::new(None),
+            poisoned: Cell::new(false),
             stdout_bytes: RefCell::new(0),
         }
     }
@@ -209,6 +219,7 @@ impl<T: FrameTransport> DataStreams<T> {
 
     fn record(&self, err: ProtoError) -> io::Error {
         let io_err = io::Error::new(io::ErrorKind::InvalidData, err.to_string());
+        self.poisoned.set(true);
         self.failure.borrow_mut().get_or_insert(err);
         io_err
     }
@@ -222,6 +233,12 @@ pub struct StdinReader<'a, T> {
 
 impl<T: FrameTransport> Read for StdinReader<'_, T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.streams.poisoned.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "data stream broke the protocol",
+            ));
+        }
         if buf.is_empty() {
             return Ok(0);
         }
@@ -422,6 +439,7 @@ mod tests {
             room: 100,
         });
         assert!(streams.stdin().read(&mut [0u8; 4]).is_err());
+        assert!(streams.stdin().read(&mut [0u8; 4]).is_err(), "stays failed");
         let failure = streams.take_failure().unwrap();
         assert!(matches!(
             failure,
