@@ -957,6 +957,34 @@ mod tests {
     }
 
     #[test]
+    fn qrexec_stdout_chunks_fit_the_ring_with_their_header() {
+        use crate::proto::{read_message, DataStreams, Message};
+
+        // Server writes into the 1 KiB right ring: every DATA_STDOUT chunk plus its 8-byte
+        // header must fit in the free space, so no chunk exceeds 1016 bytes.
+        let (server, mut client, _) = pair(11, 10);
+        let reader = thread::spawn(move || {
+            let mut chunks = Vec::new();
+            loop {
+                match read_message(&mut client).unwrap() {
+                    Message::DataStdout(d) if d.is_empty() => break,
+                    Message::DataStdout(d) => chunks.push(d),
+                    other => panic!("{other:?}"),
+                }
+            }
+            chunks
+        });
+        let streams = DataStreams::new(server);
+        streams.stdout().write_all(&pattern(20_000)).unwrap();
+        let _server = streams.finish(0).unwrap();
+        let chunks = reader.join().unwrap();
+        assert!(chunks
+            .iter()
+            .all(|c| !c.is_empty() && c.len() <= 1024 - HEADER_LEN));
+        assert_eq!(chunks.concat(), pattern(20_000));
+    }
+
+    #[test]
     fn heap_mem_byte_and_word_views_agree() {
         let m = HeapMem::new(16);
         m.write_bytes(1, &[1, 2, 3, 4, 5, 6]);
