@@ -1,0 +1,1 @@
+//! Shared helpers live in `tests/*.rs` files; this crate only hosts the integration tests.
