@@ -1,0 +1,373 @@
+//! One document through one uvm: send the bytes, read the pixel stream, rebuild, commit.
+//!
+//! Three threads per document, so that the uvm never waits for the trusted side:
+//!
+//! ```text
+//!  sender: file bytes -> uvm stdin          (hashes the input as it goes)
+//!  reader: uvm stdout -> strict reader -> one page at a time over a rendezvous channel
+//!  this thread: page -> encode -> PDF writer -> hidden temporary file -> rename
+//! ```
+//!
+//! The channel has no buffer, so at most two pages are in memory at once: the one being encoded
+//! and the one being read. Caller memory does not grow with the page count.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use converter_core::limits::StreamLimits;
+use converter_core::rebuild::pdf::{encode_page, Compression, PdfOptions, PdfWriter};
+use converter_core::rebuild::RebuildError;
+use converter_core::report::HashingWriter;
+use converter_core::stream::{
+    read_rgba_image, PageHeader, RgbStreamReader, RgbaImage, StreamError,
+};
+
+use crate::files::PendingOutput;
+use crate::transport::{self, Call, Service, TransportConfig, TransportError};
+
+/// Longest password accepted; the service's own cap on its password line is the same.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Why one document was not converted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConvertError {
+    /// The input could not be read.
+    #[error("cannot read the input: {0}")]
+    Input(io::Error),
+    /// The password cannot travel on one line.
+    #[error("the password holds a newline or is longer than {MAX_PASSWORD_BYTES} bytes")]
+    BadPassword,
+    /// The uvm could not be reached, failed, or missed a deadline.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The pixel stream broke a rule.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The rebuild failed.
+    #[error("cannot rebuild the output: {0}")]
+    Rebuild(#[from] RebuildError),
+    /// The output could not be written.
+    #[error("cannot write the output: {0}")]
+    Output(io::Error),
+    /// The thread reading the pixel stream died; the output is not trusted to be complete.
+    #[error("the pixel-stream reader stopped unexpectedly")]
+    ReaderPanicked,
+    /// Fewer pages reached the output than the stream declared.
+    #[error("{written} of {declared} pages reached the output")]
+    PagesMissing {
+        /// Pages the stream declared.
+        declared: u32,
+        /// Pages written.
+        written: u32,
+    },
+}
+
+/// What to ask of the PDF service.
+#[derive(Debug, Clone)]
+pub struct PdfJob {
+    /// Rendering resolution, pixels per inch.
+    pub resolution: u32,
+    /// How pages are compressed in the output.
+    pub compression: Compression,
+    /// The document's password, if it has one.
+    pub password: Option<String>,
+    /// Limits on the pixel stream.
+    pub limits: StreamLimits,
+}
+
+/// Figures of one finished conversion.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Pages converted (1 for an image).
+    pub pages: u32,
+    /// sha256 of the input, hex.
+    pub input_sha256: String,
+    /// Input bytes.
+    pub input_bytes: u64,
+    /// sha256 of the output, hex.
+    pub output_sha256: String,
+    /// Output bytes.
+    pub output_bytes: u64,
+    /// Pixel-stream bytes received.
+    pub stream_bytes: u64,
+    /// From the start of the call to the first page header.
+    pub first_byte: Option<Duration>,
+    /// Time spent encoding.
+    pub rebuild: Duration,
+}
+
+/// Progress of one document, for bars and plain lines.
+pub trait Progress {
+    /// The page count is known.
+    fn started(&mut self, pages: u32);
+    /// `done` pages of `pages` are in the output.
+    fn page_done(&mut self, done: u32, pages: u32);
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn started(&mut self, _: u32) {}
+    fn page_done(&mut self, _: u32, _: u32) {}
+}
+
+/// The input's hash and size, as sent.
+struct Sent {
+    sha256: String,
+    bytes: u64,
+}
+
+/// Starts a thread that writes `preamble` and then the file to the uvm's stdin.
+fn spawn_sender(call: &mut Call, input: File, preamble: Vec<u8>) -> JoinHandle<io::Result<Sent>> {
+    let stdin = call.take_stdin();
+    thread::spawn(move || {
+        let mut stdin = stdin.ok_or_else(|| io::Error::other("uvm stdin is not a pipe"))?;
+        stdin.write_all(&preamble)?;
+        let mut hashing = HashingWriter::new(stdin);
+        let mut input = input;
+        io::copy(&mut input, &mut hashing)?;
+        let (stdin, sha256, bytes) = hashing.finish();
+        // Dropping stdin is the end of the document.
+        drop(stdin);
+        Ok(Sent { sha256, bytes })
+    })
+}
+
+/// Collects the sender's result. A uvm may stop reading once it has what it needs (or refuse
+/// the document early), so a broken pipe is not an error by itself: the pixel stream and the
+/// exit status decide. The hash is then computed from the file.
+fn join_sender(handle: JoinHandle<io::Result<Sent>>, input: &Path) -> Result<Sent, ConvertError> {
+    match handle.join() {
+        Ok(Ok(sent)) => Ok(sent),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => hash_file(input),
+        Ok(Err(e)) => Err(ConvertError::Input(e)),
+        Err(_) => Err(ConvertError::Input(io::Error::other(
+            "sender thread panicked",
+        ))),
+    }
+}
+
+fn hash_file(path: &Path) -> Result<Sent, ConvertError> {
+    let mut f = File::open(path).map_err(ConvertError::Input)?;
+    let mut h = HashingWriter::new(io::sink());
+    io::copy(&mut f, &mut h).map_err(ConvertError::Input)?;
+    let (_, sha256, bytes) = h.finish();
+    Ok(Sent { sha256, bytes })
+}
+
+enum Msg {
+    Pages(u32, Duration),
+    Page(PageHeader, Vec<u8>),
+}
+
+/// Reads the stream and hands pages over one at a time; returns the bytes read.
+fn spawn_reader<R: Read + Send + 'static>(
+    stdout: R,
+    limits: StreamLimits,
+    started: Instant,
+    tx: SyncSender<Msg>,
+) -> JoinHandle<Result<u64, StreamError>> {
+    thread::spawn(move || {
+        let mut reader = RgbStreamReader::new(stdout, limits);
+        let pages = reader.read_page_count()?;
+        if tx.send(Msg::Pages(pages, started.elapsed())).is_err() {
+            return Ok(reader.bytes_read());
+        }
+        loop {
+            let mut buf = Vec::new();
+            match reader.next_page(&mut buf)? {
+                Some(header) => {
+                    if tx.send(Msg::Page(header, buf)).is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(reader.bytes_read())
+    })
+}
+
+/// Turns a stream error caused by a deadline into the deadline's own error.
+fn stream_failure(call: &Call, e: StreamError) -> ConvertError {
+    if e.is_timeout() {
+        if let Some(t) = call.explain_timeout() {
+            return ConvertError::Transport(t);
+        }
+    }
+    ConvertError::Stream(e)
+}
+
+/// Converts the PDF at `input` into a trusted PDF at `output`.
+///
+/// On any error nothing is left at `output` (an earlier file there is untouched) and the input
+/// is not modified.
+pub fn convert_pdf(
+    input: &Path,
+    output: &Path,
+    job: &PdfJob,
+    transport: &TransportConfig,
+    progress: &mut dyn Progress,
+) -> Result<Outcome, ConvertError> {
+    let mut preamble = Vec::new();
+    if let Some(pw) = &job.password {
+        if pw.len() > MAX_PASSWORD_BYTES || pw.contains('\n') {
+            return Err(ConvertError::BadPassword);
+        }
+        preamble = format!("--password={pw}\n").into_bytes();
+    }
+    let file = File::open(input).map_err(ConvertError::Input)?;
+    let pending = PendingOutput::create(output).map_err(ConvertError::Output)?;
+    let started = Instant::now();
+
+    let mut call = transport::start(
+        transport,
+        Service::Pdf {
+            resolution: job.resolution,
+        },
+    )?;
+    let sender = spawn_sender(&mut call, file, preamble);
+    let stdout = call
+        .take_stdout()
+        .ok_or_else(|| ConvertError::Output(io::Error::other("uvm stdout is not a pipe")))?;
+    let (tx, rx) = mpsc::sync_channel(0);
+    let reader = spawn_reader(stdout, job.limits, started, tx);
+
+    let options = PdfOptions {
+        dpi: job.resolution,
+        compression: job.compression,
+    };
+    let rebuilt = rebuild_pages(&call, rx, &pending, options, transport, progress);
+    if rebuilt.is_err() {
+        // Unblocks the reader and the sender at once.
+        call.kill();
+    }
+    let read = match reader.join() {
+        Ok(read) => read.map_err(|e| stream_failure(&call, e)),
+        Err(_) => Err(ConvertError::ReaderPanicked),
+    };
+
+    // The first failure in pipeline order is the one to report: the stream's own error explains
+    // a rebuild that saw the channel close early. Returning drops `call`, which kills the uvm
+    // and so also ends the sender, whatever the uvm was doing with its stdin.
+    let read_bytes = read?;
+    let (outcome_pages, first_byte, rebuild, writer) = rebuilt?;
+    // A valid stream followed by a failure status is still a failure.
+    call.finish()?;
+    let sent = join_sender(sender, input)?;
+
+    let (output_sha256, output_bytes) = finish_writer(writer)?;
+    pending.commit().map_err(ConvertError::Output)?;
+
+    Ok(Outcome {
+        pages: outcome_pages,
+        input_sha256: sent.sha256,
+        input_bytes: sent.bytes,
+        output_sha256,
+        output_bytes,
+        stream_bytes: read_bytes,
+        first_byte,
+        rebuild,
+    })
+}
+
+type OutWriter<'a> = HashingWriter<BufWriter<&'a File>>;
+
+/// Writes the PDF's tail, flushes it, and returns the output's sha256 and size.
+fn finish_writer(writer: PdfWriter<OutWriter<'_>>) -> Result<(String, u64), ConvertError> {
+    let (out, _) = writer.finish()?;
+    let (buffered, sha, bytes) = out.finish();
+    buffered
+        .into_inner()
+        .map_err(|e| ConvertError::Output(e.into_error()))?;
+    Ok((sha, bytes))
+}
+
+type Rebuilt<'a> = (u32, Option<Duration>, Duration, PdfWriter<OutWriter<'a>>);
+
+/// The reader ends the channel only after the stream's end was checked, so this cannot fail
+/// unless the reader itself is broken; it is checked anyway because a short output must never
+/// be committed.
+fn check_complete(declared: u32, written: u32) -> Result<(), ConvertError> {
+    if declared == written {
+        Ok(())
+    } else {
+        Err(ConvertError::PagesMissing { declared, written })
+    }
+}
+
+fn rebuild_pages<'a>(
+    call: &Call,
+    rx: Receiver<Msg>,
+    pending: &'a PendingOutput,
+    options: PdfOptions,
+    transport: &TransportConfig,
+    progress: &mut dyn Progress,
+) -> Result<Rebuilt<'a>, ConvertError> {
+    let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, pending.file()));
+    let mut writer = PdfWriter::new(out, options)?;
+    let mut pages = 0u32;
+    let mut done = 0u32;
+    let mut first_byte = None;
+    let mut rebuild = Duration::ZERO;
+
+    for msg in rx {
+        match msg {
+            Msg::Pages(n, at) => {
+                pages = n;
+                first_byte = Some(at);
+                call.deadline()
+                    .set_limit(transport.deadlines.call_deadline(n));
+                progress.started(n);
+            }
+            Msg::Page(header, rgb) => {
+                let t = Instant::now();
+                let page = encode_page(header.width, header.height, &rgb, &options)?;
+                drop(rgb);
+                writer.write_page(page)?;
+                rebuild += t.elapsed();
+                done += 1;
+                progress.page_done(done, pages);
+            }
+        }
+    }
+
+    check_complete(pages, done)?;
+    Ok((done, first_byte, rebuild, writer))
+}
+
+/// Asks the image service for the pixels of the image at `input`.
+///
+/// Returns the image and the input's hash and size.
+pub fn fetch_image(
+    input: &Path,
+    transport: &TransportConfig,
+    limits: &StreamLimits,
+) -> Result<(RgbaImage, Outcome), ConvertError> {
+    let file = File::open(input).map_err(ConvertError::Input)?;
+    let started = Instant::now();
+    let mut call = transport::start(transport, Service::Image)?;
+    let sender = spawn_sender(&mut call, file, b"-\n".to_vec());
+    let stdout = call
+        .take_stdout()
+        .ok_or_else(|| ConvertError::Output(io::Error::other("uvm stdout is not a pipe")))?;
+    let image = read_rgba_image(stdout, limits).map_err(|e| stream_failure(&call, e))?;
+    call.finish()?;
+    let sent = join_sender(sender, input)?;
+
+    let outcome = Outcome {
+        pages: 1,
+        input_sha256: sent.sha256,
+        input_bytes: sent.bytes,
+        stream_bytes: image.pixels.len() as u64,
+        first_byte: Some(started.elapsed()),
+        ..Outcome::default()
+    };
+    Ok((image, outcome))
+}
