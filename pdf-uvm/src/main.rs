@@ -1,0 +1,105 @@
+//! `pdf-uvm`: the `qubes.PdfConvert` service program; PDF on stdin, RGB pixel stream on stdout.
+//!
+//! The resolution comes from the first program argument, else from `QREXEC_SERVICE_ARGUMENT`
+//! (how qrexec passes `qubes.PdfConvert+300` to a service script).
+//!
+//! Exit codes: 0 success; 1 the document could not be converted (or the stream could not be
+//! written); 2 usage error (a bad resolution argument, or extra arguments). On failure, one line
+//! `pdf-uvm: <reason>` goes to stderr; in normal operation stderr stays empty.
+
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use pdf_uvm::{serve, ServeError, ServeOptions};
+
+/// Output buffer: large writes go straight to the pipe, and page headers ride along with
+/// pixel data instead of costing a write each.
+const OUTPUT_BUFFER: usize = 1 << 20;
+
+/// Environment variable through which qrexec hands a service its argument.
+const ARGUMENT_ENV: &str = "QREXEC_SERVICE_ARGUMENT";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let arg = args.next().or_else(|| std::env::var_os(ARGUMENT_ENV));
+    let result = if args.next().is_some() {
+        Err(Failure::Usage(
+            "usage: pdf-uvm [RESOLUTION] < document.pdf > pixels".to_owned(),
+        ))
+    } else {
+        run(arg)
+    };
+
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("pdf-uvm: {failure}");
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+/// Why the program failed, sorted by exit code.
+enum Failure {
+    /// Wrong arguments (exit 2).
+    Usage(String),
+    /// Standard output could not be set up (exit 1).
+    Setup(io::Error),
+    /// The call itself failed (exit 2 for a bad resolution, 1 otherwise).
+    Serve(ServeError),
+}
+
+impl Failure {
+    /// A bad argument is the caller's mistake (2); everything else is about the document or
+    /// the pipe (1).
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) | Failure::Serve(ServeError::BadResolution { .. }) => 2,
+            Failure::Setup(_) | Failure::Serve(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Usage(message) => f.write_str(message),
+            Failure::Setup(e) => write!(f, "cannot use standard output: {}", e.kind()),
+            Failure::Serve(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+fn run(arg: Option<OsString>) -> Result<(), Failure> {
+    let arg = match arg {
+        Some(arg) => Some(
+            arg.into_string()
+                .map_err(|_| Failure::Usage("the resolution argument is not utf-8".to_owned()))?,
+        ),
+        None => None,
+    };
+
+    // Stdout through a plain file on fd 1: std's Stdout is line-buffered and would split
+    // binary pixel data at every newline byte.
+    let stdout = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(Failure::Setup)?;
+    let mut output = BufWriter::with_capacity(OUTPUT_BUFFER, File::from(stdout));
+    let mut input = io::stdin().lock();
+
+    serve(
+        arg.as_deref(),
+        &mut input,
+        &mut output,
+        &ServeOptions::default(),
+    )
+    .map(drop)
+    .map_err(Failure::Serve)
+}
