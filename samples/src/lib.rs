@@ -1,0 +1,2 @@
+//! Hostile samples (filled in below).
+#![deny(missing_docs)]
