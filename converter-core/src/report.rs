@@ -60,6 +60,9 @@ pub struct Report {
     pub dpi: Option<u32>,
     /// Pixel bytes received from the uvm.
     pub stream_bytes: Option<u64>,
+    /// Peak resident memory of the calling process so far, in KiB (with `--jobs` above 1 it
+    /// covers every document of the process).
+    pub caller_peak_rss_kb: Option<u64>,
     /// Timings.
     pub timings: Timings,
 }
@@ -82,6 +85,7 @@ impl Report {
             pages: None,
             dpi: None,
             stream_bytes: None,
+            caller_peak_rss_kb: None,
             timings: Timings::default(),
         }
     }

@@ -125,6 +125,8 @@ where
                     }
                     None => convert(input, &mut Silent),
                 };
+                let mut report = report;
+                report.caller_peak_rss_kb = peak_rss_kb();
                 if report.status == Status::Failed {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -182,6 +184,13 @@ fn print_outcome(
         }
         None => eprintln!("{line}"),
     }
+}
+
+/// Peak resident memory of this process in KiB, from `/proc/self/status` (`VmHWM`).
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The inputs named on the command line: files as given, folders expanded to the files in them

@@ -23,7 +23,7 @@ use converter_core::rebuild::pdf::{encode_page, Compression, PdfOptions, PdfWrit
 use converter_core::rebuild::RebuildError;
 use converter_core::report::HashingWriter;
 use converter_core::stream::{
-    read_rgba_image, PageHeader, RgbStreamReader, RgbaImage, StreamError,
+    read_rgba_image, PageHeader, RgbStreamReader, RgbaImage, StreamError, StreamErrorKind,
 };
 
 use crate::files::PendingOutput;
@@ -194,11 +194,18 @@ fn spawn_reader<R: Read + Send + 'static>(
     })
 }
 
-/// Turns a stream error caused by a deadline into the deadline's own error.
-fn stream_failure(call: &Call, e: StreamError) -> ConvertError {
+/// How long to wait for a uvm's exit status after its stream ended early.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Explains a stream error by its cause where the transport knows better: a deadline, or a uvm
+/// that failed (and so ended its stream) with a message of its own.
+fn stream_failure(call: &mut Call, e: StreamError) -> ConvertError {
     if e.is_timeout() {
-        if let Some(t) = call.explain_timeout() {
-            return ConvertError::Transport(t);
+        return ConvertError::Transport(call.timeout_error());
+    }
+    if matches!(e.kind(), StreamErrorKind::Truncated(_)) {
+        if let Some(failed) = call.failure_after_eof(EXIT_GRACE) {
+            return ConvertError::Transport(failed);
         }
     }
     ConvertError::Stream(e)
@@ -249,7 +256,7 @@ pub fn convert_pdf(
         call.kill();
     }
     let read = match reader.join() {
-        Ok(read) => read.map_err(|e| stream_failure(&call, e)),
+        Ok(read) => read.map_err(|e| stream_failure(&mut call, e)),
         Err(_) => Err(ConvertError::ReaderPanicked),
     };
 
@@ -357,7 +364,7 @@ pub fn fetch_image(
     let stdout = call
         .take_stdout()
         .ok_or_else(|| ConvertError::Output(io::Error::other("uvm stdout is not a pipe")))?;
-    let image = read_rgba_image(stdout, limits).map_err(|e| stream_failure(&call, e))?;
+    let image = read_rgba_image(stdout, limits).map_err(|e| stream_failure(&mut call, e))?;
     call.finish()?;
     let sent = join_sender(sender, input)?;
 

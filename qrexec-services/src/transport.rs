@@ -372,37 +372,65 @@ impl Call {
         let _ = self.child.kill();
     }
 
-    /// Turns a read error from the pixel stream into the deadline that caused it, if any.
-    pub fn explain_timeout(&self) -> Option<TransportError> {
+    /// The deadline behind a `TimedOut` read from the pixel stream.
+    pub fn timeout_error(&self) -> TransportError {
         if self.deadline.passed() {
-            Some(TransportError::CallDeadline(self.deadline.limit()))
+            TransportError::CallDeadline(self.deadline.limit())
         } else {
-            Some(TransportError::IdleDeadline(self.idle))
+            TransportError::IdleDeadline(self.idle)
         }
     }
 
     /// Waits for the call to end within its deadline and checks its exit status.
     pub fn finish(mut self) -> Result<(), TransportError> {
         self.stdin = None;
-        let status = loop {
+        match self.wait_until(None)? {
+            Some(status) => self.check_status(status),
+            None => {
+                self.kill();
+                Err(TransportError::CallDeadline(self.deadline.limit()))
+            }
+        }
+    }
+
+    /// After the pixel stream ended early: the uvm's own failure, if it exits with one within
+    /// `grace`. Its message says more than "stream ended" (a wrong password, a broken file).
+    pub fn failure_after_eof(&mut self, grace: Duration) -> Option<TransportError> {
+        let status = self.wait_until(Some(grace)).ok().flatten()?;
+        self.check_status(status).err()
+    }
+
+    /// Waits for the child's exit until the call deadline (or `grace`, if shorter); `None` when
+    /// time ran out first.
+    fn wait_until(
+        &mut self,
+        grace: Option<Duration>,
+    ) -> Result<Option<ExitStatus>, TransportError> {
+        let started = Instant::now();
+        loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if self.deadline.passed() => {
-                    self.kill();
-                    return Err(TransportError::CallDeadline(self.deadline.limit()));
+                Ok(Some(status)) => return Ok(Some(status)),
+                Ok(None) => {
+                    let grace_over = grace.is_some_and(|g| started.elapsed() >= g);
+                    if self.deadline.passed() || grace_over {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => return Err(TransportError::Wait(e)),
             }
-        };
+        }
+    }
+
+    fn check_status(&mut self, status: ExitStatus) -> Result<(), TransportError> {
+        if status.success() {
+            return Ok(());
+        }
         let stderr = self
             .stderr
             .take()
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
-        if status.success() {
-            return Ok(());
-        }
         Err(TransportError::Failed {
             status: describe_status(status, self.kind),
             detail: first_line(&stderr)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian machine (run as root):
+# Debian packages for the tests and tools, then the pinned PDFium library.
+#
+# Idempotent: packages already present are not reinstalled, PDFium is not downloaded again.
+
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# qpdf: builds encrypted test PDFs. time: peak-memory figures in tests and benchmarks.
+# shellcheck: checks the shell scripts. poppler-utils: pdftoppm for looking at outputs.
+packages=(qpdf time shellcheck poppler-utils)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    echo "setup: Debian packages present"
+fi
+
+"$here/setup-pdfium.sh"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command: set up, build every program, check style, run every test.
+# This is what the README names and what CI runs.
+
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here/.."
+
+"$here/setup.sh"
+
+echo "test: formatting"
+cargo fmt --all -- --check
+
+echo "test: clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "test: shell scripts"
+git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck
+
+# The integration tests run the workspace's programs, so build them all first.
+echo "test: build"
+cargo build --workspace --bins
+
+echo "test: tests"
+cargo test --workspace

@@ -1,0 +1,5 @@
+//! Workspace integration tests, in one binary: the commands end to end with the real uvm
+//! programs, real PDFium and the real pixel-stream format.
+
+mod pdf;
+mod util;
