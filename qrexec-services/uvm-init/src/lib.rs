@@ -1,0 +1,126 @@
+//! PID 1 of a uvm booted under QEMU: serve exactly one qrexec call on a serial port, then power off.
+//!
+//! A uvm program (pdf-uvm, image-uvm) calls [`run_as_pid1`] from `main` when [`is_pid1`] says it
+//! is the init process. That function:
+//!
+//! 1. mounts devtmpfs on `/dev` and proc on `/proc` ([`system`]);
+//! 2. reads the call from the kernel command line ([`cmdline`]): `uvm.service=NAME`,
+//!    optionally `uvm.arg=ARG` and `uvm.port=/dev/...`;
+//! 3. opens the data port: the virtio-serial port `/dev/vport0p1` that QEMU's
+//!    `-device virtserialport` creates, else `/dev/hvc0` (a `virtconsole`), else the 8250
+//!    `/dev/ttyS0`; tty ports are put in raw mode;
+//! 4. speaks the service side of a qrexec data vchan on it ([`call`]): HELLO both ways, the
+//!    caller's DATA_STDIN until the empty chunk, the handler's DATA_STDOUT, then empty STDOUT,
+//!    empty STDERR and DATA_EXIT_CODE;
+//! 5. powers off: `reboot(RB_AUTOBOOT)`, which with `reboot=t` on the kernel command line and
+//!    QEMU's `-no-reboot` ends QEMU (without ACPI a power-off would only halt the CPU); on Xen,
+//!    where `/dev/xen/evtchn` exists, `RB_POWER_OFF`.
+//!
+//! Any failure prints one line on the console and powers off: the host then sees the data port
+//! close without an exit code. Nothing is forked and nothing is reaped: the handler runs in this
+//! process.
+//!
+//! # Limitations
+//! - The Xen path (vchan through the qrexec agent, CONNECTION_TERMINATED) is not served here:
+//!   under Xen the caller reaches the uvm through the qrexec agent in the `qrexec` crate.
+
+#![deny(missing_docs)]
+
+pub mod call;
+pub mod cmdline;
+pub mod echo;
+pub mod system;
+
+pub use call::{serve_call, CallError, CallReport};
+pub use cmdline::{CallRequest, CmdlineError};
+pub use echo::{EchoHandler, ECHO_SERVICE};
+pub use qrexec::agent::ServiceHandler;
+pub use system::SystemError;
+
+use std::io::Write;
+
+/// Whether this process is the init process of its PID namespace (the uvm's PID 1).
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Serves the one call named on the kernel command line with `handler`, then powers off.
+///
+/// Never returns. Only meaningful as PID 1 of a uvm: elsewhere the mounts and the reboot fail
+/// (without privileges) and the process loops in [`system::power_off`]'s fallback.
+pub fn run_as_pid1(handler: &mut dyn ServiceHandler) -> ! {
+    let outcome = serve_from_kernel(handler);
+    let mut console = std::io::stderr();
+    match outcome {
+        Ok(report) => {
+            // One line with sizes only: never the document's content.
+            let _ = writeln!(
+                console,
+                "uvm-init: {} exit {} stdin chunks {} stdout bytes {}",
+                report.service, report.exit_code, report.stdin_chunks, report.stdout_bytes
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(console, "uvm-init: {}", describe(&e));
+        }
+    }
+    system::power_off()
+}
+
+/// Everything PID 1 does between boot and power-off.
+fn serve_from_kernel(handler: &mut dyn ServiceHandler) -> Result<CallReport, InitError> {
+    system::mount_pseudo_filesystems()?;
+    let cmdline = system::read_kernel_cmdline()?;
+    let request = CallRequest::parse(&cmdline)?;
+    let mut port = system::open_data_port(request.port.as_deref())?;
+    let report = serve_call(&mut port, &request, handler)?;
+    // The last bytes must leave the guest before the reboot tears the device down.
+    system::drain_port(&port);
+
+    Ok(report)
+}
+
+/// Why PID 1 could not serve its call.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A mount, the command line or the data port failed.
+    #[error("system setup failed")]
+    System(#[from] SystemError),
+    /// The kernel command line does not name a valid call.
+    #[error("bad kernel command line")]
+    Cmdline(#[from] CmdlineError),
+    /// The call itself broke.
+    #[error("call failed")]
+    Call(#[from] CallError),
+}
+
+/// The error and its causes on one line.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_test_process_is_not_pid1() {
+        assert!(!is_pid1());
+    }
+
+    #[test]
+    fn describe_joins_the_cause_chain() {
+        let e = InitError::Cmdline(CmdlineError::MissingService);
+        assert_eq!(
+            describe(&e),
+            "bad kernel command line: no uvm.service= on the kernel command line"
+        );
+    }
+}
