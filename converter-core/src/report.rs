@@ -60,6 +60,8 @@ pub struct Report {
     pub dpi: Option<u32>,
     /// Pixel bytes received from the uvm.
     pub stream_bytes: Option<u64>,
+    /// Frames of an animated image that were not converted (only the first frame is).
+    pub frames_dropped: Option<u64>,
     /// Peak resident memory of the calling process so far, in KiB (with `--jobs` above 1 it
     /// covers every document of the process).
     pub caller_peak_rss_kb: Option<u64>,
@@ -68,6 +70,21 @@ pub struct Report {
 }
 
 impl Report {
+    /// Fills the fields of a successful conversion from its figures.
+    pub fn converted(&mut self, output: String, figures: ReportFigures) {
+        self.status = Status::Converted;
+        self.output = Some(output);
+        self.pages = Some(figures.pages);
+        self.input_sha256 = Some(figures.input_sha256);
+        self.input_bytes = Some(figures.input_bytes);
+        self.output_sha256 = Some(figures.output_sha256);
+        self.output_bytes = Some(figures.output_bytes);
+        self.stream_bytes = Some(figures.stream_bytes);
+        self.frames_dropped = figures.frames_dropped;
+        self.timings.first_byte_ms = figures.first_byte_ms;
+        self.timings.rebuild_ms = figures.rebuild_ms;
+    }
+
     /// A report for `input` with nothing known yet.
     pub fn new(input: String, service: &'static str, transport: String) -> Self {
         Report {
@@ -85,6 +102,7 @@ impl Report {
             pages: None,
             dpi: None,
             stream_bytes: None,
+            frames_dropped: None,
             caller_peak_rss_kb: None,
             timings: Timings::default(),
         }
@@ -96,6 +114,29 @@ impl Report {
         // report can never panic the caller.
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"report: {e}\"}}"))
     }
+}
+
+/// The figures of one successful conversion, as [`Report::converted`] takes them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportFigures {
+    /// Pages (1 for an image).
+    pub pages: u32,
+    /// sha256 of the input, hex.
+    pub input_sha256: String,
+    /// Input bytes.
+    pub input_bytes: u64,
+    /// sha256 of the output, hex.
+    pub output_sha256: String,
+    /// Output bytes.
+    pub output_bytes: u64,
+    /// Pixel-stream bytes received.
+    pub stream_bytes: u64,
+    /// Frames not converted.
+    pub frames_dropped: Option<u64>,
+    /// Time to the first pixel-stream header, ms.
+    pub first_byte_ms: Option<f64>,
+    /// Time spent encoding, ms.
+    pub rebuild_ms: f64,
 }
 
 /// The sha256 of `bytes` as lower-case hex.

@@ -186,6 +186,26 @@ fn print_outcome(
     }
 }
 
+/// Records a finished conversion in `report` and then disposes of the original. A failure to
+/// move the original leaves it where it was and marks the document failed, though its output
+/// exists.
+pub fn finish_report(
+    report: &mut Report,
+    input: &Path,
+    output: &Path,
+    figures: converter_core::report::ReportFigures,
+    disposition: &crate::files::Disposition,
+) {
+    report.converted(output.display().to_string(), figures);
+    match crate::files::dispose_original(input, disposition) {
+        Ok(to) => report.archived_to = to.map(|p| p.display().to_string()),
+        Err(e) => {
+            report.status = Status::Failed;
+            report.error = Some(format!("converted, but cannot move the original: {e}"));
+        }
+    }
+}
+
 /// Peak resident memory of this process in KiB, from `/proc/self/status` (`VmHWM`).
 pub fn peak_rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

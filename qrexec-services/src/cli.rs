@@ -96,3 +96,14 @@ pub fn home_folder(name: &str) -> Option<PathBuf> {
         .filter(|h| !h.is_empty())
         .map(|h| PathBuf::from(h).join(name))
 }
+
+/// Extensions of the image formats the image service decodes.
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "jpe", "gif", "bmp", "tif", "tiff", "webp", "ico", "pbm", "pgm", "ppm",
+    "pnm", "pam", "tga", "qoi", "ff", "svg",
+];
+
+/// Whether `path` names an image by its extension.
+pub fn is_image(path: &std::path::Path) -> bool {
+    crate::batch::has_extension(path, IMAGE_EXTENSIONS)
+}

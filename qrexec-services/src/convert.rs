@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use converter_core::limits::StreamLimits;
 use converter_core::rebuild::pdf::{encode_page, Compression, PdfOptions, PdfWriter};
+use converter_core::rebuild::png::{on_white, write_image, ImageFormat};
 use converter_core::rebuild::RebuildError;
-use converter_core::report::HashingWriter;
+use converter_core::report::{HashingWriter, ReportFigures};
 use converter_core::stream::{
     read_rgba_image, PageHeader, RgbStreamReader, RgbaImage, StreamError, StreamErrorKind,
 };
@@ -99,6 +100,27 @@ pub struct Outcome {
     pub first_byte: Option<Duration>,
     /// Time spent encoding.
     pub rebuild: Duration,
+    /// Frames of an animated image that were not converted, as the image service reported.
+    pub frames_dropped: Option<u64>,
+    /// Width and height in pixels of an image.
+    pub image_size: Option<(u32, u32)>,
+}
+
+impl Outcome {
+    /// The figures a report takes.
+    pub fn figures(self) -> ReportFigures {
+        ReportFigures {
+            pages: self.pages,
+            input_sha256: self.input_sha256,
+            input_bytes: self.input_bytes,
+            output_sha256: self.output_sha256,
+            output_bytes: self.output_bytes,
+            stream_bytes: self.stream_bytes,
+            frames_dropped: self.frames_dropped,
+            first_byte_ms: self.first_byte.map(|d| d.as_secs_f64() * 1e3),
+            rebuild_ms: self.rebuild.as_secs_f64() * 1e3,
+        }
+    }
 }
 
 /// Progress of one document, for bars and plain lines.
@@ -281,6 +303,8 @@ pub fn convert_pdf(
         stream_bytes: read_bytes,
         first_byte,
         rebuild,
+        frames_dropped: None,
+        image_size: None,
     })
 }
 
@@ -349,23 +373,35 @@ fn rebuild_pages<'a>(
     Ok((done, first_byte, rebuild, writer))
 }
 
+/// What to ask of the image service, and what to build from its pixels.
+#[derive(Debug, Clone)]
+pub struct ImageJob {
+    /// A format hint for the service (`FORMAT:-`), as Qubes' `png:file` syntax gives it.
+    pub hint: Option<String>,
+    /// Limits on the RGBA stream.
+    pub limits: StreamLimits,
+}
+
 /// Asks the image service for the pixels of the image at `input`.
-///
-/// Returns the image and the input's hash and size.
-pub fn fetch_image(
+fn fetch_image(
     input: &Path,
+    job: &ImageJob,
     transport: &TransportConfig,
-    limits: &StreamLimits,
 ) -> Result<(RgbaImage, Outcome), ConvertError> {
     let file = File::open(input).map_err(ConvertError::Input)?;
     let started = Instant::now();
     let mut call = transport::start(transport, Service::Image)?;
-    let sender = spawn_sender(&mut call, file, b"-\n".to_vec());
+    let first_line = match &job.hint {
+        Some(format) => format!("{format}:-\n").into_bytes(),
+        None => b"-\n".to_vec(),
+    };
+    let sender = spawn_sender(&mut call, file, first_line);
     let stdout = call
         .take_stdout()
         .ok_or_else(|| ConvertError::Output(io::Error::other("uvm stdout is not a pipe")))?;
-    let image = read_rgba_image(stdout, limits).map_err(|e| stream_failure(&mut call, e))?;
-    call.finish()?;
+    let image = read_rgba_image(stdout, &job.limits).map_err(|e| stream_failure(&mut call, e))?;
+    let first_byte = started.elapsed();
+    let stderr = call.finish()?;
     let sent = join_sender(sender, input)?;
 
     let outcome = Outcome {
@@ -373,8 +409,107 @@ pub fn fetch_image(
         input_sha256: sent.sha256,
         input_bytes: sent.bytes,
         stream_bytes: image.pixels.len() as u64,
-        first_byte: Some(started.elapsed()),
+        first_byte: Some(first_byte),
+        frames_dropped: dropped_frames(&stderr),
+        image_size: Some((image.width, image.height)),
         ..Outcome::default()
     };
     Ok((image, outcome))
+}
+
+/// Reads the image service's note `image-uvm: dropped N frames` (or `at least N`) from its
+/// stderr. Untrusted text: only that exact shape is believed.
+fn dropped_frames(stderr: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(stderr).ok()?;
+    text.lines().find_map(|line| {
+        let n = line
+            .strip_prefix("image-uvm: dropped ")?
+            .strip_suffix(" frames")?;
+        let n = n.strip_prefix("at least ").unwrap_or(n);
+        if n.is_empty() || n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse().ok()
+    })
+}
+
+/// Writes `output` through a hidden temporary file, hashing it; commits only on success.
+fn write_output(
+    output: &Path,
+    write: impl FnOnce(&mut OutWriter<'_>) -> Result<(), ConvertError>,
+) -> Result<(String, u64), ConvertError> {
+    let pending = PendingOutput::create(output).map_err(ConvertError::Output)?;
+    let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, pending.file()));
+    write(&mut out)?;
+    let (buffered, sha, bytes) = out.finish();
+    buffered
+        .into_inner()
+        .map_err(|e| ConvertError::Output(e.into_error()))?;
+    pending.commit().map_err(ConvertError::Output)?;
+    Ok((sha, bytes))
+}
+
+/// Converts the image at `input` into a clean image file at `output`.
+pub fn convert_image(
+    input: &Path,
+    output: &Path,
+    format: ImageFormat,
+    job: &ImageJob,
+    transport: &TransportConfig,
+) -> Result<Outcome, ConvertError> {
+    let (image, mut outcome) = fetch_image(input, job, transport)?;
+    let t = Instant::now();
+    let (sha, bytes) = write_output(output, |out| {
+        write_image(out, format, image.width, image.height, &image.pixels)?;
+        Ok(())
+    })?;
+    outcome.rebuild = t.elapsed();
+    outcome.output_sha256 = sha;
+    outcome.output_bytes = bytes;
+    Ok(outcome)
+}
+
+/// Converts the image at `input` into a one-page trusted PDF at `output`: the image service
+/// decodes it, transparency is composited on white, and the page is `pixels x 72 / dpi` points.
+pub fn convert_image_to_pdf(
+    input: &Path,
+    output: &Path,
+    options: PdfOptions,
+    job: &ImageJob,
+    transport: &TransportConfig,
+) -> Result<Outcome, ConvertError> {
+    let (image, mut outcome) = fetch_image(input, job, transport)?;
+    let t = Instant::now();
+    let rgb = on_white(&image.pixels);
+    drop(image.pixels);
+    let (sha, bytes) = write_output(output, |out| {
+        let mut writer = PdfWriter::new(out, options)?;
+        writer.write_page(encode_page(image.width, image.height, &rgb, &options)?)?;
+        writer.finish()?;
+        Ok(())
+    })?;
+    outcome.rebuild = t.elapsed();
+    outcome.output_sha256 = sha;
+    outcome.output_bytes = bytes;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_frames_are_read_strictly() {
+        assert_eq!(dropped_frames(b"image-uvm: dropped 12 frames\n"), Some(12));
+        assert_eq!(
+            dropped_frames(b"image-uvm: dropped at least 10000 frames\n"),
+            Some(10_000)
+        );
+        assert_eq!(dropped_frames(b"image-uvm: dropped -1 frames\n"), None);
+        assert_eq!(
+            dropped_frames(b"image-uvm: dropped 99999999999 frames\n"),
+            None
+        );
+        assert_eq!(dropped_frames(b"noise\n"), None);
+    }
 }

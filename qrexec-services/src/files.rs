@@ -122,6 +122,26 @@ pub fn archive_original(original: &Path, archive: &Path) -> io::Result<PathBuf> 
     ))
 }
 
+/// What happens to an original once its trusted copy is in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Move it into this folder (never overwriting).
+    Archive(PathBuf),
+    /// Remove it (`--in-place`).
+    Remove,
+    /// Leave it where it is.
+    Keep,
+}
+
+/// Applies `disposition` to `original`; returns where it went when it moved.
+pub fn dispose_original(original: &Path, disposition: &Disposition) -> io::Result<Option<PathBuf>> {
+    match disposition {
+        Disposition::Archive(dir) => archive_original(original, dir).map(Some),
+        Disposition::Remove => fs::remove_file(original).map(|()| None),
+        Disposition::Keep => Ok(None),
+    }
+}
+
 fn copy_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
     let mut src = File::open(from)?;
     let mut dst = fs::OpenOptions::new()

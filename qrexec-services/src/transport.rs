@@ -381,11 +381,20 @@ impl Call {
         }
     }
 
-    /// Waits for the call to end within its deadline and checks its exit status.
-    pub fn finish(mut self) -> Result<(), TransportError> {
+    /// Waits for the call to end within its deadline and checks its exit status. Returns the
+    /// first [`STDERR_KEEP_BYTES`] of the uvm's stderr: untrusted bytes, for the caller to read
+    /// strictly (the image service notes dropped frames there).
+    pub fn finish(mut self) -> Result<Vec<u8>, TransportError> {
         self.stdin = None;
         match self.wait_until(None)? {
-            Some(status) => self.check_status(status),
+            Some(status) => {
+                self.check_status(status)?;
+                Ok(self
+                    .stderr
+                    .take()
+                    .and_then(|h| h.join().ok())
+                    .unwrap_or_default())
+            }
             None => {
                 self.kill();
                 Err(TransportError::CallDeadline(self.deadline.limit()))

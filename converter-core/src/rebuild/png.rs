@@ -249,8 +249,9 @@ pub fn write_image<W: Write>(
     }
 }
 
-/// RGB of `rgba` composited on white.
-fn on_white(rgba: &[u8]) -> Vec<u8> {
+/// RGB of `rgba` composited on white: how a transparent image looks on paper, and what JPEG
+/// output and a one-page PDF of an image hold.
+pub fn on_white(rgba: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity((rgba.len() / 4).saturating_mul(3));
     for pixel in rgba.chunks_exact(4) {
         let alpha = u32::from(pixel.get(3).copied().unwrap_or(255));

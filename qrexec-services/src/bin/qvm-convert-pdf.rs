@@ -11,16 +11,20 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use converter_core::limits::StreamLimits;
 use converter_core::rebuild::pdf::Compression;
-use converter_core::report::{Report, Status};
-use qrexec_services::batch::{self, has_extension, EXIT_USAGE};
-use qrexec_services::cli::{home_folder, BatchArgs, TransportArgs};
-use qrexec_services::convert::{convert_pdf, PdfJob, Progress, MAX_PASSWORD_BYTES};
-use qrexec_services::files::{archive_original, trusted_name};
+use converter_core::rebuild::pdf::PdfOptions;
+use converter_core::report::Report;
+use qrexec_services::batch::{self, finish_report, has_extension, EXIT_USAGE};
+use qrexec_services::cli::{home_folder, is_image, BatchArgs, TransportArgs};
+use qrexec_services::convert::{
+    convert_image_to_pdf, convert_pdf, ImageJob, PdfJob, Progress, MAX_PASSWORD_BYTES,
+};
+use qrexec_services::files::{trusted_name, Disposition};
 
 const AFTER_HELP: &str = "\
 Each FILE.pdf becomes FILE.trusted.pdf beside it; the original moves to the archive folder
 (or is removed with --in-place) only once the output is complete. A folder stands for the
-PDF files in it (not recursive).
+PDF files in it (not recursive). An image file named here (PNG, JPEG, ...) is decoded by the
+image service and becomes a one-page PDF.
 
 Exit status: 0 every file converted, 1 some file failed, 2 usage error.";
 
@@ -28,7 +32,7 @@ Exit status: 0 every file converted, 1 some file failed, 2 usage error.";
 #[derive(Debug, Parser)]
 #[command(name = "qvm-convert-pdf", version, after_help = AFTER_HELP)]
 struct Cli {
-    /// PDF files, or folders of PDF files
+    /// PDF files, folders of PDF files, or images to turn into one-page PDFs
     #[arg(value_name = "FILES")]
     files: Vec<PathBuf>,
 
@@ -144,10 +148,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         eprintln!("No files to sanitize.");
         return Ok(batch::EXIT_OK);
     }
-    let archive = match (&cli.archive, cli.in_place) {
-        (Some(a), _) => Some(a.clone()),
-        (None, true) => None,
-        (None, false) => Some(
+    let disposition = match (&cli.archive, cli.in_place) {
+        (Some(a), _) => Disposition::Archive(a.clone()),
+        (None, true) => Disposition::Remove,
+        (None, false) => Disposition::Archive(
             home_folder("QubesUntrustedPDFs")
                 .context("HOME is not set: name the archive folder with --archive")?,
         ),
@@ -171,6 +175,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let options = cli.batch_args.options();
 
+    let image_job = ImageJob {
+        hint: None,
+        limits: StreamLimits::IMAGE,
+    };
+    let pdf_options = PdfOptions {
+        dpi: job.resolution,
+        compression: job.compression,
+    };
+
     let convert = |input: &Path, progress: &mut dyn Progress| -> Report {
         let started = Instant::now();
         let mut report = Report::new(
@@ -180,19 +193,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         );
         report.dpi = Some(job.resolution);
         let output = trusted_name(input, "pdf");
-        match convert_pdf(input, &output, &job, &transport, progress) {
+        // An image named on the command line becomes a one-page PDF, decoded by the image
+        // service: the PDF renderer never sees it.
+        let result = if is_image(input) {
+            report.service = "image";
+            convert_image_to_pdf(input, &output, pdf_options, &image_job, &transport)
+        } else {
+            convert_pdf(input, &output, &job, &transport, progress)
+        };
+        match result {
             Ok(outcome) => {
-                report.status = Status::Converted;
-                report.output = Some(output.display().to_string());
-                report.pages = Some(outcome.pages);
-                report.input_sha256 = Some(outcome.input_sha256);
-                report.input_bytes = Some(outcome.input_bytes);
-                report.output_sha256 = Some(outcome.output_sha256);
-                report.output_bytes = Some(outcome.output_bytes);
-                report.stream_bytes = Some(outcome.stream_bytes);
-                report.timings.first_byte_ms = outcome.first_byte.map(|d| d.as_secs_f64() * 1e3);
-                report.timings.rebuild_ms = outcome.rebuild.as_secs_f64() * 1e3;
-                dispose_original(input, archive.as_deref(), &mut report);
+                finish_report(&mut report, input, &output, outcome.figures(), &disposition)
             }
             Err(e) => report.error = Some(e.to_string()),
         }
@@ -200,20 +211,4 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         report
     };
     Ok(batch::run(&inputs, &options, convert))
-}
-
-/// Moves the original to the archive, or removes it for `--in-place`. A failure here leaves the
-/// original where it was and marks the document failed, though its output exists.
-fn dispose_original(input: &Path, archive: Option<&Path>, report: &mut Report) {
-    let result = match archive {
-        Some(dir) => archive_original(input, dir).map(|p| Some(p.display().to_string())),
-        None => std::fs::remove_file(input).map(|()| None),
-    };
-    match result {
-        Ok(to) => report.archived_to = to,
-        Err(e) => {
-            report.status = Status::Failed;
-            report.error = Some(format!("converted, but cannot move the original: {e}"));
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! Workspace integration tests, in one binary: the commands end to end with the real uvm
 //! programs, real PDFium and the real pixel-stream format.
 
+mod img;
 mod pdf;
 mod util;

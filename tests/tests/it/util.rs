@@ -12,7 +12,7 @@ pub fn bin_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("target dir")
         .to_path_buf();
-    for program in ["qvm-convert-pdf", "pdf-uvm"] {
+    for program in ["qvm-convert-pdf", "pdf-uvm", "qvm-convert-img", "image-uvm"] {
         assert!(
             dir.join(program).is_file(),
             "{program} is not built in {}: run `cargo build --workspace --bins` first \
@@ -54,6 +54,16 @@ pub fn convert_pdf(dir: &Path, args: &[&str]) -> Output {
         .env("HOME", dir)
         .output()
         .expect("run qvm-convert-pdf")
+}
+
+/// Runs `qvm-convert-img` with `args` in `dir`, with HOME pointing at `dir`.
+pub fn convert_img(dir: &Path, args: &[&str]) -> Output {
+    Command::new(program("qvm-convert-img"))
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .expect("run qvm-convert-img")
 }
 
 /// The JSON reports printed with `--json`, one per line.
