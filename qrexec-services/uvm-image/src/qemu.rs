@@ -431,7 +431,8 @@ fn boot(
                 console: call.console_last_line(),
             })
         }
-        Err(ProtoError::EndOfStream) => return Err(call.exited_early()),
+        // QEMU gone (a kernel panic reboots it, e.g. with too little memory): say why.
+        Err(_) if call.qemu_ended() => return Err(call.exited_early()),
         Err(e) => return Err(VmError::Hello(e)),
     };
     call.boot_time = start.elapsed();
@@ -490,13 +491,14 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// The last non-empty line of `bytes`, control characters dropped, at most 300 characters.
+/// The line of `bytes` that best says why a uvm ended: the last one from uvm-init or a kernel
+/// panic, else the last non-empty one; control characters dropped, at most 300 characters.
 fn last_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
+    let lines = || text.lines().map(str::trim);
+    let line = lines()
+        .rfind(|l| l.contains("uvm-init:") || l.contains("Kernel panic"))
+        .or_else(|| lines().rfind(|l| !l.is_empty()))
         .unwrap_or("(no output)");
     line.chars().filter(|c| !c.is_control()).take(300).collect()
 }
@@ -644,6 +646,18 @@ impl VmCall {
         }
     }
 
+    /// Whether QEMU ended, waiting a moment for a QEMU that is closing down.
+    fn qemu_ended(&mut self) -> bool {
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
     /// The error for a QEMU that ended before HELLO, with its stderr's first line.
     fn exited_early(&mut self) -> VmError {
         let status = match self.child.wait() {
@@ -655,6 +669,10 @@ impl VmCall {
             .take()
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
+        // QEMU is gone, so the console reader has seen all of its output.
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
         let detail = if stderr.is_empty() {
             self.console_last_line()
         } else {
@@ -1145,6 +1163,17 @@ mod tests {
         assert!(append.ends_with("uvm.service=qubes.PdfConvert uvm.arg=150 uvm.port=/dev/vport0p1"));
         assert!(args.contains(&"/img/vmlinux".to_owned()));
         assert!(args.contains(&"-no-reboot".to_owned()));
+    }
+
+    #[test]
+    fn console_summary_prefers_the_panic_line() {
+        let console =
+            b"[ 0.1] x\nKernel panic - not syncing: Out of memory\nKernel Offset: disabled\n";
+        assert_eq!(
+            last_line(console),
+            "Kernel panic - not syncing: Out of memory"
+        );
+        assert_eq!(last_line(b"a\nb\n\n"), "b");
     }
 
     #[test]
