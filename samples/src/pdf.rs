@@ -503,11 +503,11 @@ mod tests {
     #[test]
     fn builder_offsets_point_at_objects() {
         let doc = valid_document();
-        let text = String::from_utf8_lossy(&doc);
-        let xref = text.find("xref\n").unwrap();
-        let first = text[xref..].lines().nth(3).unwrap();
-        let offset: usize = first[..10].parse().unwrap();
-        assert!(text[offset..].starts_with("1 0 obj"));
+        let xref = doc.windows(5).position(|w| w == b"xref\n").unwrap();
+        // The table's fourth line is object 1's entry: a 10-digit offset.
+        let entry = doc[xref..].split(|&b| b == b'\n').nth(3).unwrap();
+        let offset: usize = std::str::from_utf8(&entry[..10]).unwrap().parse().unwrap();
+        assert!(doc[offset..].starts_with(b"1 0 obj"));
     }
 
     #[test]
