@@ -1,5 +1,6 @@
 //! Every hostile sample through the real converters: PDFs through `qvm-convert-pdf --transport
-//! local`, images through `image-uvm` and the caller's own reader and rebuild. Each must end in
+//! local`, images through `qvm-convert-img --transport local` and, separately, through
+//! `image-uvm` with the caller's reader and rebuild called here directly. Each must end in
 //! an output that passes the checker or a clean one-line error, within its deadline, with no
 //! partial file and the original intact.
 
@@ -97,9 +98,71 @@ fn every_hostile_pdf_ends_checked_or_cleanly_refused() {
 }
 
 #[test]
-fn every_hostile_image_ends_checked_or_cleanly_refused() {
-    // Until `qvm-convert-img` exists, the image path is `image-uvm` plus the caller's reader
-    // and rebuild, called here directly.
+fn every_hostile_image_through_the_caller_ends_checked_or_cleanly_refused() {
+    let caller = program("qvm-convert-img");
+    let uvm_dir = util::target_dir();
+    let mut problems = Vec::new();
+    for sample in image_samples() {
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        let doc = docs.join(&sample.file_name);
+        std::fs::write(&doc, &sample.bytes).unwrap();
+        let before = sha256(&doc);
+
+        let mut cmd = Command::new(&caller);
+        cmd.args(["--transport", "local", "--json"])
+            .args(["--timeout", CALL_SECONDS, "--idle-timeout", IDLE_SECONDS])
+            .arg("--uvm-dir")
+            .arg(&uvm_dir)
+            .arg("--archive")
+            .arg(tmp.path().join("archive"))
+            .arg("--output-dir")
+            .arg(tmp.path().join("out"))
+            .arg(&doc);
+        let run = run_measured(cmd, tmp.path());
+        let json = report(&run.output);
+        let name = &sample.name;
+        if run.elapsed > MAX_IMAGE_TIME {
+            problems.push(format!("{name}: took {:?}", run.elapsed));
+        }
+        match run.output.status.code() {
+            Some(0) => {
+                if sample.expectation == Expectation::MustFailCleanly {
+                    problems.push(format!("{name}: converted, but must be refused"));
+                }
+                let output = json["output"].as_str().unwrap_or_default();
+                match std::fs::read(output) {
+                    Ok(bytes) => {
+                        if let Err(e) = check_png(&bytes) {
+                            problems.push(format!("{name}: output fails the checker: {e}"));
+                        }
+                    }
+                    Err(e) => problems.push(format!("{name}: no output at {output:?}: {e}")),
+                }
+            }
+            Some(1) => {
+                let error = json["error"].as_str().unwrap_or_default();
+                if error.is_empty() || error.contains('\n') {
+                    problems.push(format!("{name}: error is not one line: {error:?}"));
+                }
+                if listing(&docs) != [sample.file_name.clone()] || sha256(&doc) != before {
+                    problems.push(format!("{name}: original not intact: {:?}", listing(&docs)));
+                }
+                if !listing(&tmp.path().join("out")).is_empty() {
+                    problems.push(format!("{name}: left an output behind"));
+                }
+            }
+            other => problems.push(format!("{name}: exit status {other:?}: {:?}", run.output)),
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn every_hostile_image_through_image_uvm_ends_checked_or_cleanly_refused() {
+    // The uvm alone, with the caller's reader and rebuild called here directly: it pins the
+    // uvm's own behaviour independently of the caller's options.
     let uvm = program("image-uvm");
     let mut problems = Vec::new();
     for sample in image_samples() {
