@@ -4,16 +4,29 @@
 //! `image-uvm: <error>` on stderr. Dropped animation frames are reported on stderr as
 //! `image-uvm: dropped N frames`; Qubes' client ignores stderr, so that is the only place a
 //! caller learns of them.
+//!
+//! As PID 1 of a uvm (the image's `/init`), it serves the one `qubes.GetImageRGBA` call named
+//! on the kernel command line through `uvm-init` instead, with the same exit status and stderr
+//! lines, which travel as DATA_STDERR. Any other service gets exit code 127.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::process::ExitCode;
 
-use image_uvm::{serve, DecodeOptions, ServeError, FRAME_COUNT_CAP};
+use image_uvm::{serve, DecodeOptions, DecodeSummary, ServeError, FRAME_COUNT_CAP};
 
 /// Output buffer: large writes keep the pipe or vchan busy with few syscalls.
 const OUTPUT_BUFFER_BYTES: usize = 1 << 20;
 
+/// The service this program serves as a uvm's PID 1.
+const SERVICE: &str = "qubes.GetImageRGBA";
+
+/// Output buffer as PID 1: one qrexec data chunk (64 KiB), so DATA_STDOUT messages are full.
+const CHUNK_BUFFER_BYTES: usize = 1 << 16;
+
 fn main() -> ExitCode {
+    if uvm_init::is_pid1() {
+        uvm_init::run_service_as_pid1(&mut Pid1Handler);
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -24,10 +37,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// Serves [`SERVICE`] inside a uvm, where stdin, stdout and stderr are the call's streams.
+struct Pid1Handler;
+
+impl uvm_init::StderrService for Pid1Handler {
+    fn run(
+        &mut self,
+        _service: &str,
+        _arg: &str,
+        stdin: &mut dyn Read,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> i32 {
+        // `serve` flushes its output after the last row.
+        let mut output = BufWriter::with_capacity(CHUNK_BUFFER_BYTES, stdout);
+        let result = serve(stdin, &mut output, &DecodeOptions::default());
+        // The caller is the only reader of stderr: if it is gone, there is nobody to tell.
+        match result {
+            Ok(summary) => {
+                note_dropped_frames(stderr, &summary);
+                0
+            }
+            Err(e) => {
+                let _ = writeln!(stderr, "image-uvm: {e}");
+                1
+            }
+        }
+    }
+
+    fn knows(&self, service: &str) -> bool {
+        service == SERVICE
+    }
+}
+
 fn run() -> Result<(), ServeError> {
     let mut input = io::stdin().lock();
     let mut output = BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, io::stdout().lock());
     let summary = serve(&mut input, &mut output, &DecodeOptions::default())?;
+    note_dropped_frames(&mut io::stderr().lock(), &summary);
+    Ok(())
+}
+
+/// Tells the caller about animation frames that were not converted.
+fn note_dropped_frames(stderr: &mut dyn Write, summary: &DecodeSummary) {
     if summary.frames_dropped > 0 {
         let at_least = if summary.frames_dropped >= FRAME_COUNT_CAP {
             "at least "
@@ -35,10 +87,9 @@ fn run() -> Result<(), ServeError> {
             ""
         };
         let _ = writeln!(
-            io::stderr().lock(),
+            stderr,
             "image-uvm: dropped {at_least}{} frames",
             summary.frames_dropped
         );
     }
-    Ok(())
 }

@@ -6,13 +6,18 @@
 //! Exit codes: 0 success; 1 the document could not be converted (or the stream could not be
 //! written); 2 usage error (a bad resolution argument, or extra arguments). On failure, one line
 //! `pdf-uvm: <reason>` goes to stderr; in normal operation stderr stays empty.
+//!
+//! As PID 1 of a uvm (the image's `/init`), it serves the one `qubes.PdfConvert` call named
+//! on the kernel command line through `uvm-init` instead: the argument is the resolution, the
+//! exit code and the one failure line are the same, and the line travels as DATA_STDERR.
+//! Any other service gets exit code 127.
 
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
@@ -25,7 +30,17 @@ const OUTPUT_BUFFER: usize = 1 << 20;
 /// Environment variable through which qrexec hands a service its argument.
 const ARGUMENT_ENV: &str = "QREXEC_SERVICE_ARGUMENT";
 
+/// The service this program serves as a uvm's PID 1.
+const SERVICE: &str = "qubes.PdfConvert";
+
+/// Output buffer as PID 1: one qrexec data chunk (64 KiB), so every DATA_STDOUT message is
+/// full rather than one per page header.
+const CHUNK_BUFFER: usize = 1 << 16;
+
 fn main() -> ExitCode {
+    if uvm_init::is_pid1() {
+        uvm_init::run_service_as_pid1(&mut Pid1Handler);
+    }
     let mut args = std::env::args_os().skip(1);
     let arg = args.next().or_else(|| std::env::var_os(ARGUMENT_ENV));
     let result = if args.next().is_some() {
@@ -73,6 +88,39 @@ impl fmt::Display for Failure {
             Failure::Setup(e) => write!(f, "cannot use standard output: {}", e.kind()),
             Failure::Serve(e) => write!(f, "{e}"),
         }
+    }
+}
+
+/// Serves [`SERVICE`] inside a uvm, where stdin, stdout and stderr are the call's streams.
+struct Pid1Handler;
+
+impl uvm_init::StderrService for Pid1Handler {
+    fn run(
+        &mut self,
+        _service: &str,
+        arg: &str,
+        stdin: &mut dyn Read,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> i32 {
+        // qrexec passes an empty argument when the caller gave none: the default resolution.
+        let arg = Some(arg).filter(|a| !a.is_empty());
+        let mut output = BufWriter::with_capacity(CHUNK_BUFFER, stdout);
+        let result = serve(arg, stdin, &mut output, &ServeOptions::default())
+            .map_err(Failure::Serve)
+            .and_then(|_| output.flush().map_err(Failure::Setup));
+        match result {
+            Ok(()) => 0,
+            Err(failure) => {
+                // The caller is the only reader: if it is gone, there is nobody to tell.
+                let _ = writeln!(stderr, "pdf-uvm: {failure}");
+                i32::from(failure.exit_code())
+            }
+        }
+    }
+
+    fn knows(&self, service: &str) -> bool {
+        service == SERVICE
     }
 }
 

@@ -7,7 +7,14 @@ use clap::{Args, ValueEnum};
 use converter_core::limits::Deadlines;
 
 use crate::batch::{default_jobs, BatchOptions, ProgressMode};
-use crate::transport::{TransportConfig, TransportKind};
+use crate::transport::{TransportConfig, TransportKind, DEFAULT_IMAGE_DIR, DEFAULT_VM_MEMORY_MB};
+
+/// Least guest memory `--vm-memory` takes: below it the kernel alone does not boot.
+const MIN_VM_MEMORY_MB: i64 = 32;
+
+/// Most guest memory `--vm-memory` takes: a uvm holds one document, and a batch runs one uvm
+/// per job.
+const MAX_VM_MEMORY_MB: i64 = 16 * 1024;
 
 /// The transports a user can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -16,6 +23,8 @@ pub enum TransportChoice {
     Local,
     /// Call a Qubes disposable with qrexec-client-vm.
     Qrexec,
+    /// Boot the uvm image under QEMU for each document (KVM where it works, TCG otherwise).
+    Vm,
 }
 
 /// Options that choose and bound the uvm.
@@ -41,6 +50,16 @@ pub struct TransportArgs {
     #[arg(long, value_name = "SECS", default_value_t = Deadlines::default().idle.as_secs())]
     pub idle_timeout: u64,
 
+    /// Folder of uvm images for the vm transport: DIR/pdf and DIR/image, each made by
+    /// `uvm-image build`, or one image in DIR itself
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_IMAGE_DIR)]
+    pub image_dir: PathBuf,
+
+    /// Guest memory of each uvm for the vm transport, in MiB
+    #[arg(long, value_name = "MB", default_value_t = DEFAULT_VM_MEMORY_MB,
+          value_parser = clap::value_parser!(u32).range(MIN_VM_MEMORY_MB..=MAX_VM_MEMORY_MB))]
+    pub vm_memory: u32,
+
     /// Folder holding the uvm programs for the local transport [default: beside this program,
     /// then PATH]
     #[arg(long, value_name = "DIR", hide = true)]
@@ -53,11 +72,14 @@ impl TransportArgs {
         let kind = match self.transport {
             Some(TransportChoice::Local) => TransportKind::Local,
             Some(TransportChoice::Qrexec) => TransportKind::Qrexec,
+            Some(TransportChoice::Vm) => TransportKind::Vm,
             None => TransportKind::detect(),
         };
         let mut config = TransportConfig::new(kind);
         config.dispvm = self.dispvm.clone();
         config.program_dir = self.uvm_dir.clone();
+        config.image_dir = Some(self.image_dir.clone());
+        config.vm_memory_mb = self.vm_memory;
         config.deadlines = Deadlines {
             call_base: Duration::from_secs(self.timeout),
             per_page: Duration::from_secs(self.page_timeout),

@@ -5,20 +5,29 @@
 //! |---|---|---|
 //! | `local` | the uvm program (`pdf-uvm`, `image-uvm`) as a child process | off Qubes |
 //! | `qrexec` | `qrexec-client-vm @dispvm[:NAME] SERVICE+ARG` | inside a Qubes VM |
+//! | `vm` | the uvm image booted under QEMU for this one call (`uvm_image::qemu`) | never |
 //!
-//! Every call runs in its own process group so that a deadline kills the whole call, whatever
-//! the child started. Reads from the uvm go through [`DeadlineReader`], which enforces an idle
-//! deadline between bytes and a whole-call deadline that grows once the page count is known.
+//! Every child process runs in its own process group so that a deadline kills the whole call,
+//! whatever the child started; a `vm` call kills its QEMU. Reads from the uvm go through
+//! [`DeadlineReader`], which enforces an idle deadline between bytes and a whole-call deadline
+//! that grows once the page count is known. The whole-call deadline starts before a `vm` boots,
+//! so the boot counts against it.
+//!
+//! The `vm` transport finds its image for a service in [`TransportConfig::image_dir`]
+//! (default [`DEFAULT_IMAGE_DIR`]): the subfolder named by [`Service::image_name`] (`pdf`,
+//! `image`), as `uvm-image build pdf --out DIR/pdf` makes it, or the folder itself when it
+//! holds an image and that subfolder does not.
 //!
 //! # Limitations
 //! The `local` transport here starts the uvm program with an empty environment and no
 //! inherited descriptors but without namespaces or seccomp: it is as strong as the uvm
-//! program's own code. Prefer `qrexec` (a Xen disposable) for documents from real attackers.
+//! program's own code. Prefer `qrexec` (a Xen disposable) for documents from real attackers,
+//! or `vm`, where the program is the only process of a QEMU guest with no disk and no network.
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
@@ -30,6 +39,10 @@ use std::time::{Duration, Instant};
 use converter_core::limits::Deadlines;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, Signal};
+use uvm_image::image::VMLINUX_FILE;
+use uvm_image::qemu::{self, VmCall, VmError, VmExit, VmOptions, VmStdin, VmStdout};
+
+pub use uvm_image::qemu::DEFAULT_MEMORY_MB as DEFAULT_VM_MEMORY_MB;
 
 /// How much of a uvm's stderr is kept for the error message; the rest is read and dropped so
 /// the uvm never blocks on a full pipe.
@@ -41,6 +54,11 @@ const QUBES_VM_MARKER: &str = "/usr/share/qubes/marker-vm";
 /// The client program of qrexec inside a qube.
 pub const QREXEC_CLIENT_VM: &str = "qrexec-client-vm";
 
+/// Where the `vm` transport looks for uvm images when no folder is named: one subfolder per
+/// service ([`Service::image_name`]), each made by `uvm-image build`. Beside the other state of
+/// an installed package, and readable by every user who converts.
+pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/trusted-converters/images";
+
 /// Which transport reaches the uvm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
@@ -48,6 +66,8 @@ pub enum TransportKind {
     Local,
     /// A Qubes disposable through `qrexec-client-vm`.
     Qrexec,
+    /// The uvm image booted under QEMU for one call.
+    Vm,
 }
 
 impl TransportKind {
@@ -56,6 +76,7 @@ impl TransportKind {
         match self {
             TransportKind::Local => "local",
             TransportKind::Qrexec => "qrexec",
+            TransportKind::Vm => "vm",
         }
     }
 
@@ -104,6 +125,23 @@ impl Service {
         }
     }
 
+    /// The qrexec service name without its argument.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Pdf { .. } => "qubes.PdfConvert",
+            Service::Image => "qubes.GetImageRGBA",
+        }
+    }
+
+    /// The subfolder of the image folder that holds this service's uvm image, and the kind
+    /// `uvm-image build` takes.
+    pub fn image_name(self) -> &'static str {
+        match self {
+            Service::Pdf { .. } => "pdf",
+            Service::Image => "image",
+        }
+    }
+
     /// The service argument (what follows `+`), if any.
     pub fn argument(self) -> Option<String> {
         match self {
@@ -123,6 +161,10 @@ pub struct TransportConfig {
     /// Folder holding the uvm programs for `local`; `None` looks beside the running program,
     /// then on `PATH`.
     pub program_dir: Option<PathBuf>,
+    /// Folder of uvm images for `vm`; `None` for [`DEFAULT_IMAGE_DIR`].
+    pub image_dir: Option<PathBuf>,
+    /// Guest memory in MiB for `vm`.
+    pub vm_memory_mb: u32,
     /// Deadlines for the call.
     pub deadlines: Deadlines,
 }
@@ -134,6 +176,8 @@ impl TransportConfig {
             kind,
             dispvm: None,
             program_dir: None,
+            image_dir: None,
+            vm_memory_mb: DEFAULT_VM_MEMORY_MB,
             deadlines: Deadlines::default(),
         }
     }
@@ -171,6 +215,18 @@ pub enum TransportError {
     /// Waiting for the child failed.
     #[error("cannot wait for the uvm: {0}")]
     Wait(io::Error),
+    /// The uvm image could not be booted under QEMU.
+    #[error("cannot boot the uvm image in {image_dir}: {reason}")]
+    VmBoot {
+        /// The image folder.
+        image_dir: PathBuf,
+        /// Why, with its causes.
+        reason: String,
+    },
+    /// A uvm under QEMU broke off the call: it died (the console's last line says why),
+    /// broke the data protocol, or its socket failed.
+    #[error("the uvm broke off the call: {0}")]
+    VmBroken(String),
 }
 
 /// The whole-call deadline, shared between the reader and whoever learns the page count.
@@ -264,16 +320,101 @@ impl<R: Read + AsFd> Read for DeadlineReader<R> {
     }
 }
 
+/// The document's way into a uvm: a pipe, or DATA_STDIN chunks on a QEMU uvm's data socket.
+/// Dropping it is the end of the document.
+#[derive(Debug)]
+pub enum CallStdin {
+    /// A child process's stdin.
+    Child(ChildStdin),
+    /// A QEMU uvm's stdin.
+    Vm(VmStdin),
+}
+
+impl Write for CallStdin {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            CallStdin::Child(c) => c.write(buf),
+            CallStdin::Vm(v) => v.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            CallStdin::Child(c) => c.flush(),
+            CallStdin::Vm(v) => v.flush(),
+        }
+    }
+}
+
+/// The uvm's output: a pipe, or the DATA_STDOUT payloads of a QEMU uvm's data socket.
+#[derive(Debug)]
+pub enum CallStdout {
+    /// A child process's stdout.
+    Child(ChildStdout),
+    /// A QEMU uvm's stdout.
+    Vm(VmStdout),
+}
+
+impl Read for CallStdout {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            CallStdout::Child(c) => c.read(buf),
+            CallStdout::Vm(v) => match v.read(buf) {
+                // The socket's own timeout (the idle deadline) inside a message: the same
+                // deadline as the poll in `DeadlineReader`.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "idle deadline inside a message",
+                )),
+                // The uvm died or QEMU ended: the stream ends here, as a pipe would, and the
+                // missing exit code explains it (`Call::failure_after_eof`, `Call::finish`).
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl AsFd for CallStdout {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            CallStdout::Child(c) => c.as_fd(),
+            CallStdout::Vm(v) => v.as_fd(),
+        }
+    }
+}
+
 /// A running call to a uvm.
 pub struct Call {
-    child: Child,
+    process: Process,
     program: String,
-    stdin: Option<ChildStdin>,
-    stdout: Option<ChildStdout>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
+    stdin: Option<CallStdin>,
+    stdout: Option<CallStdout>,
     deadline: CallDeadline,
     idle: Duration,
     kind: TransportKind,
+}
+
+/// What runs the uvm.
+enum Process {
+    /// The uvm program or `qrexec-client-vm`, and the thread keeping its stderr.
+    Child {
+        child: Child,
+        stderr: Option<JoinHandle<Vec<u8>>>,
+    },
+    /// QEMU, and how the call ended once that is known.
+    Vm { vm: VmCall, ended: Option<VmEnd> },
+}
+
+/// How a QEMU uvm's call ended.
+#[derive(Debug, Clone)]
+enum VmEnd {
+    /// Its exit code (and stderr) arrived.
+    Exited(VmExit),
+    /// The whole-call deadline passed first; QEMU was killed.
+    Deadline,
+    /// The uvm broke off the call; QEMU was killed.
+    Broken(String),
 }
 
 /// Starts `service` over the configured transport.
@@ -300,6 +441,7 @@ pub fn start(config: &TransportConfig, service: Service) -> Result<Call, Transpo
             c.arg(target).arg(service.qrexec_call());
             c
         }
+        TransportKind::Vm => return start_vm(config, service),
     };
     command
         .stdin(Stdio::piped())
@@ -327,25 +469,110 @@ pub fn start(config: &TransportConfig, service: Service) -> Result<Call, Transpo
     });
 
     Ok(Call {
-        child,
+        process: Process::Child { child, stderr },
         program,
-        stdin,
-        stdout,
-        stderr,
+        stdin: stdin.map(CallStdin::Child),
+        stdout: stdout.map(CallStdout::Child),
         deadline: CallDeadline::new(config.deadlines.call_base),
         idle: config.deadlines.idle,
         kind: config.kind,
     })
 }
 
+/// The image folder the `vm` transport boots for `service`: `DIR/NAME` (see
+/// [`Service::image_name`]) when it holds a kernel, else `DIR` itself when it does, else
+/// `DIR/NAME` (whose missing files the boot then names).
+pub fn image_folder(dir: Option<&Path>, service: Service) -> PathBuf {
+    let root = dir.unwrap_or(Path::new(DEFAULT_IMAGE_DIR));
+    let sub = root.join(service.image_name());
+    if !sub.join(VMLINUX_FILE).is_file() && root.join(VMLINUX_FILE).is_file() {
+        root.to_path_buf()
+    } else {
+        sub
+    }
+}
+
+/// Boots the service's uvm image under QEMU; the call's deadline runs from before the boot.
+fn start_vm(config: &TransportConfig, service: Service) -> Result<Call, TransportError> {
+    let deadline = CallDeadline::new(config.deadlines.call_base);
+    let image_dir = image_folder(config.image_dir.as_deref(), service);
+    let options = VmOptions {
+        memory_mb: config.vm_memory_mb,
+        boot_timeout: qemu::BOOT_TIMEOUT.min(deadline.remaining()),
+        ..VmOptions::default()
+    };
+    let arg = service.argument();
+    let mut vm = qemu::start_vm_with(&image_dir, service.name(), arg.as_deref(), &options)
+        .map_err(|e| TransportError::VmBoot {
+            reason: boot_failure(&e, service),
+            image_dir: image_dir.clone(),
+        })?;
+
+    let stdin = vm.take_stdin();
+    let stdout = vm.take_stdout();
+    if let Some(out) = &stdout {
+        // Bounds a message cut off inside: `DeadlineReader` only waits for its first byte.
+        let idle = Some(config.deadlines.idle).filter(|d| !d.is_zero());
+        out.set_read_timeout(idle)
+            .map_err(|e| TransportError::VmBroken(format!("data socket failed: {e}")))?;
+    }
+    Ok(Call {
+        process: Process::Vm { vm, ended: None },
+        program: format!("{} ({})", qemu::QEMU_PROGRAM, image_dir.display()),
+        stdin: stdin.map(CallStdin::Vm),
+        stdout: stdout.map(CallStdout::Vm),
+        deadline,
+        idle: config.deadlines.idle,
+        kind: TransportKind::Vm,
+    })
+}
+
+/// Why a boot failed, on one line, with a hint where the image is missing.
+fn boot_failure(e: &VmError, service: Service) -> String {
+    let mut line = error_chain(e);
+    if let VmError::MissingImage { .. } = e {
+        line.push_str(&format!(
+            " (build it with `uvm-image build {} --out DIR/{}` and pass --image-dir DIR)",
+            service.image_name(),
+            service.image_name()
+        ));
+    }
+    line
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+/// Waits up to `limit` for a QEMU uvm's exit code; QEMU is killed on every failure.
+fn wait_vm(vm: &mut VmCall, limit: Duration, deadline: &CallDeadline) -> VmEnd {
+    match vm.wait(limit) {
+        Ok(exit) => VmEnd::Exited(exit),
+        Err(VmError::Timeout { .. }) if deadline.passed() => VmEnd::Deadline,
+        Err(VmError::Timeout { limit }) => VmEnd::Broken(format!(
+            "no exit code within {} ms after the end of its output",
+            limit.as_millis()
+        )),
+        Err(e) => VmEnd::Broken(error_chain(&e)),
+    }
+}
+
 impl Call {
     /// The document goes here; drop it to send EOF.
-    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+    pub fn take_stdin(&mut self) -> Option<CallStdin> {
         self.stdin.take()
     }
 
     /// The pixel stream, under the call's deadlines.
-    pub fn take_stdout(&mut self) -> Option<DeadlineReader<ChildStdout>> {
+    pub fn take_stdout(&mut self) -> Option<DeadlineReader<CallStdout>> {
         let idle = self.idle;
         let deadline = self.deadline.clone();
         self.stdout
@@ -365,11 +592,17 @@ impl Call {
 
     /// Kills the whole call at once.
     pub fn kill(&mut self) {
-        // The child leads its own process group (see `start`), so its pid is the group id.
-        if let Some(pid) = i32::try_from(self.child.id()).ok().and_then(Pid::from_raw) {
-            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        match &mut self.process {
+            Process::Child { child, .. } => {
+                // The child leads its own process group (see `start`), so its pid is the
+                // group id.
+                if let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
+                    let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+                }
+                let _ = child.kill();
+            }
+            Process::Vm { vm, .. } => vm.kill(),
         }
-        let _ = self.child.kill();
     }
 
     /// The deadline behind a `TimedOut` read from the pixel stream.
@@ -386,14 +619,20 @@ impl Call {
     /// strictly (the image service notes dropped frames there).
     pub fn finish(mut self) -> Result<Vec<u8>, TransportError> {
         self.stdin = None;
+        if let Process::Vm { vm, ended } = &mut self.process {
+            let end = match ended.take() {
+                Some(end) => end,
+                None => wait_vm(vm, self.deadline.remaining(), &self.deadline),
+            };
+            return match end {
+                VmEnd::Exited(exit) if exit.exit_code == 0 => Ok(exit.stderr),
+                other => Err(vm_end_error(&other, &self.deadline)),
+            };
+        }
         match self.wait_until(None)? {
             Some(status) => {
                 self.check_status(status)?;
-                Ok(self
-                    .stderr
-                    .take()
-                    .and_then(|h| h.join().ok())
-                    .unwrap_or_default())
+                Ok(self.take_stderr())
             }
             None => {
                 self.kill();
@@ -405,6 +644,16 @@ impl Call {
     /// After the pixel stream ended early: the uvm's own failure, if it exits with one within
     /// `grace`. Its message says more than "stream ended" (a wrong password, a broken file).
     pub fn failure_after_eof(&mut self, grace: Duration) -> Option<TransportError> {
+        if let Process::Vm { vm, ended } = &mut self.process {
+            self.stdin = None;
+            let end = ended.get_or_insert_with(|| {
+                wait_vm(vm, grace.min(self.deadline.remaining()), &self.deadline)
+            });
+            return match end {
+                VmEnd::Exited(exit) if exit.exit_code == 0 => None,
+                other => Some(vm_end_error(other, &self.deadline)),
+            };
+        }
         let status = self.wait_until(Some(grace)).ok().flatten()?;
         self.check_status(status).err()
     }
@@ -415,9 +664,12 @@ impl Call {
         &mut self,
         grace: Option<Duration>,
     ) -> Result<Option<ExitStatus>, TransportError> {
+        let Process::Child { child, .. } = &mut self.process else {
+            return Ok(None);
+        };
         let started = Instant::now();
         loop {
-            match self.child.try_wait() {
+            match child.try_wait() {
                 Ok(Some(status)) => return Ok(Some(status)),
                 Ok(None) => {
                     let grace_over = grace.is_some_and(|g| started.elapsed() >= g);
@@ -435,11 +687,7 @@ impl Call {
         if status.success() {
             return Ok(());
         }
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
+        let stderr = self.take_stderr();
         Err(TransportError::Failed {
             status: describe_status(status, self.kind),
             detail: first_line(&stderr)
@@ -452,14 +700,45 @@ impl Call {
     pub fn program(&self) -> &str {
         &self.program
     }
+
+    /// The kept stderr of a child process (a QEMU uvm's comes with its exit code).
+    fn take_stderr(&mut self) -> Vec<u8> {
+        match &mut self.process {
+            Process::Child { stderr, .. } => stderr
+                .take()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default(),
+            Process::Vm { .. } => Vec::new(),
+        }
+    }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
+        // A QEMU uvm is killed by `VmCall`'s own drop.
+        let Process::Child { child, .. } = &mut self.process else {
+            return;
+        };
+        if let Ok(None) = child.try_wait() {
             self.kill();
         }
-        let _ = self.child.wait();
+        if let Process::Child { child, .. } = &mut self.process {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The error for a QEMU uvm's call that did not end with exit code 0.
+fn vm_end_error(end: &VmEnd, deadline: &CallDeadline) -> TransportError {
+    match end {
+        VmEnd::Exited(exit) => TransportError::Failed {
+            status: describe_code(exit.exit_code, TransportKind::Vm),
+            detail: first_line(&exit.stderr)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default(),
+        },
+        VmEnd::Deadline => TransportError::CallDeadline(deadline.limit()),
+        VmEnd::Broken(reason) => TransportError::VmBroken(reason.clone()),
     }
 }
 
@@ -468,12 +747,19 @@ fn describe_status(status: ExitStatus, kind: TransportKind) -> String {
     if let Some(sig) = status.signal() {
         return format!("killed by signal {sig}");
     }
-    let code = status.code().unwrap_or(-1);
+    describe_code(status.code().unwrap_or(-1), kind)
+}
+
+/// What an exit code means, in the words of the transport.
+fn describe_code(code: i32, kind: TransportKind) -> String {
     match (kind, code) {
         (TransportKind::Qrexec, 125) => "qrexec could not make the call, exit code 125".into(),
         (TransportKind::Qrexec, 126) => "the qrexec policy refused the call, exit code 126".into(),
         (TransportKind::Qrexec, 127) => {
             "the service is not installed in the disposable, exit code 127".into()
+        }
+        (TransportKind::Vm, 127) => {
+            "the uvm image does not serve this service, exit code 127".into()
         }
         _ => format!("exit code {code}"),
     }

@@ -41,7 +41,7 @@ use qrexec::proto::{
     MAX_DATA_CHUNK, PROTOCOL_VERSION,
 };
 use uvm_init::cmdline::CallRequest;
-use uvm_init::system::VIRTIO_PORT;
+use uvm_init::system::{SERIAL_PORT, VIRTIO_PORT};
 
 use crate::image::{INITRAMFS_FILE, VMLINUX_FILE};
 
@@ -77,7 +77,7 @@ const QEMU_STDERR_KEEP_BYTES: usize = 4096;
 /// Kernel command-line words before the call's own: serial console for the kernel log,
 /// reboot by triple fault (ends QEMU under `-no-reboot`), reboot at once on a panic (PID 1
 /// dying), and the TCG boot-time savers measured on this project's machines.
-pub const KERNEL_ARGS: &str = "console=ttyS0 reboot=t panic=-1 noapictimer lpj=500000 quiet";
+pub const KERNEL_ARGS: &str = "reboot=t panic=-1 noapictimer lpj=500000 quiet";
 
 /// Pause between attempts to connect to QEMU's socket while it starts.
 const CONNECT_POLL: Duration = Duration::from_millis(1);
@@ -109,11 +109,26 @@ impl Accel {
     }
 }
 
+/// The device that carries the call inside the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPort {
+    /// A virtio-serial port on virtio-mmio ([`VIRTIO_PORT`]), the console on the 8250
+    /// serial: large buffers, and what the project's kernel is built for.
+    #[default]
+    Virtio,
+    /// The first 8250 serial port ([`SERIAL_PORT`]), the console on the second: for kernels
+    /// whose virtio drivers are modules (a distribution's kernel in a comparison). Slow for
+    /// bulk data, since every byte is an emulated port access.
+    Serial,
+}
+
 /// How to start a uvm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmOptions {
     /// Guest memory in MiB.
     pub memory_mb: u32,
+    /// The guest device that carries the call.
+    pub data_port: DataPort,
     /// The accelerator; `None` chooses with [`choose_accel`].
     pub accel: Option<Accel>,
     /// The QEMU program.
@@ -126,6 +141,7 @@ impl Default for VmOptions {
     fn default() -> Self {
         VmOptions {
             memory_mb: DEFAULT_MEMORY_MB,
+            data_port: DataPort::default(),
             accel: None,
             qemu: PathBuf::from(QEMU_PROGRAM),
             boot_timeout: BOOT_TIMEOUT,
@@ -215,6 +231,7 @@ pub fn qemu_args(
     image_dir: &Path,
     request: &CallRequest,
     accel: Accel,
+    data_port: DataPort,
     memory_mb: u32,
     socket: &Path,
 ) -> Result<Vec<String>, VmError> {
@@ -222,8 +239,15 @@ pub fn qemu_args(
         Accel::Kvm => "host",
         Accel::Tcg => "max",
     };
-    let append = format!("{KERNEL_ARGS} {}", request.to_kernel_words()?);
-    let args = [
+    let console = match data_port {
+        DataPort::Virtio => "ttyS0",
+        DataPort::Serial => "ttyS1",
+    };
+    let append = format!(
+        "console={console} {KERNEL_ARGS} {}",
+        request.to_kernel_words()?
+    );
+    let mut args = [
         "-M",
         "microvm,acpi=off",
         "-accel",
@@ -245,20 +269,40 @@ pub fn qemu_args(
         &image_dir.join(INITRAMFS_FILE).display().to_string(),
         "-append",
         &append,
-        "-serial",
-        "stdio",
-        "-device",
-        "virtio-serial-device",
-        "-chardev",
-        &format!(
-            "socket,id=data,path={},server=on,wait=off",
-            socket.display()
-        ),
-        "-device",
-        "virtserialport,chardev=data,nr=1,name=uvm.data",
     ]
     .map(str::to_owned)
     .to_vec();
+    let chardev = format!(
+        "socket,id=data,path={},server=on,wait=off",
+        socket.display()
+    );
+    match data_port {
+        DataPort::Virtio => args.extend(
+            [
+                "-serial",
+                "stdio",
+                "-device",
+                "virtio-serial-device",
+                "-chardev",
+                &chardev,
+                "-device",
+                "virtserialport,chardev=data,nr=1,name=uvm.data",
+            ]
+            .map(str::to_owned),
+        ),
+        // ttyS0 is the first -serial, ttyS1 the second.
+        DataPort::Serial => args.extend(
+            [
+                "-chardev",
+                &chardev,
+                "-serial",
+                "chardev:data",
+                "-serial",
+                "stdio",
+            ]
+            .map(str::to_owned),
+        ),
+    }
 
     Ok(args)
 }
@@ -362,7 +406,10 @@ fn boot(
     let request = CallRequest {
         service: service.to_owned(),
         arg: arg.unwrap_or_default().to_owned(),
-        port: Some(PathBuf::from(VIRTIO_PORT)),
+        port: Some(PathBuf::from(match options.data_port {
+            DataPort::Virtio => VIRTIO_PORT,
+            DataPort::Serial => SERIAL_PORT,
+        })),
     };
     // The socket's folder is private (mode 0700), so no other user can connect first.
     let dir = tempfile::Builder::new()
@@ -370,7 +417,14 @@ fn boot(
         .tempdir()
         .map_err(VmError::SocketDir)?;
     let socket_path = dir.path().join("data.sock");
-    let args = qemu_args(image_dir, &request, accel, options.memory_mb, &socket_path)?;
+    let args = qemu_args(
+        image_dir,
+        &request,
+        accel,
+        options.data_port,
+        options.memory_mb,
+        &socket_path,
+    )?;
 
     let start = Instant::now();
     let mut child = Command::new(&options.qemu)
@@ -777,6 +831,9 @@ fn proto_to_io(e: ProtoError) -> io::Error {
 
 /// The read side of a call: the DATA_STDOUT bytes, EOF at the empty chunk.
 ///
+/// A data port that closes before the empty chunk (the uvm died, QEMU ended) is an
+/// `UnexpectedEof` error; any other breach of the protocol is `InvalidData`.
+///
 /// DATA_STDERR chunks met on the way are kept (the first [`STDERR_KEEP_BYTES`]) for
 /// [`VmCall::wait`]. Its fd is the data socket: readable means a stdout byte or a message
 /// header is there.
@@ -846,6 +903,13 @@ impl FrameReader {
         io::Error::new(io::ErrorKind::InvalidData, reason)
     }
 
+    /// As [`FrameReader::fail`] for a data port that closed (the uvm died or QEMU ended):
+    /// `UnexpectedEof`, so a caller can tell it from a protocol breach.
+    fn closed(&mut self, reason: &str) -> io::Error {
+        self.broken.get_or_insert_with(|| reason.to_owned());
+        io::Error::new(io::ErrorKind::UnexpectedEof, reason)
+    }
+
     fn check(&self) -> io::Result<()> {
         match &self.broken {
             Some(reason) => Err(io::Error::new(io::ErrorKind::InvalidData, reason.clone())),
@@ -866,7 +930,7 @@ impl FrameReader {
                 let want = buf.len().min(self.chunk_left);
                 let dst = buf.get_mut(..want).unwrap_or_default();
                 let n = match self.sock.read(dst) {
-                    Ok(0) => return Err(self.fail("data port closed inside a chunk".into())),
+                    Ok(0) => return Err(self.closed("data port closed inside a chunk")),
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -897,9 +961,9 @@ impl FrameReader {
             let rest = raw.get_mut(got..).unwrap_or_default();
             match self.sock.read(rest) {
                 Ok(0) if got == 0 => {
-                    return Err(self.fail("data port closed before the end of the call".into()))
+                    return Err(self.closed("data port closed before the end of the call"))
                 }
-                Ok(0) => return Err(self.fail("data port closed inside a header".into())),
+                Ok(0) => return Err(self.closed("data port closed inside a header")),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if got == 0 => return Err(e),
@@ -1108,6 +1172,17 @@ mod tests {
     }
 
     #[test]
+    fn port_closing_mid_stdout_is_unexpected_eof() {
+        let (mut r, mut guest) = pair();
+        send(&mut guest, &[Message::DataStdout(b"ab".to_vec())]);
+        drop(guest);
+        let mut buf = [0u8; 8];
+        assert_eq!(r.read_stdout(&mut buf).unwrap(), 2);
+        let err = r.read_stdout(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
     fn oversized_chunk_header_is_refused_before_reading_it() {
         let (mut r, mut guest) = pair();
         let header = Header {
@@ -1155,6 +1230,7 @@ mod tests {
             Path::new("/img"),
             &req,
             Accel::Tcg,
+            DataPort::Virtio,
             256,
             Path::new("/tmp/x/data.sock"),
         )

@@ -10,7 +10,8 @@
 //!    `-device virtserialport` creates, else `/dev/hvc0` (a `virtconsole`), else the 8250
 //!    `/dev/ttyS0`; tty ports are put in raw mode;
 //! 4. speaks the service side of a qrexec data vchan on it ([`call`]): HELLO both ways, the
-//!    caller's DATA_STDIN until the empty chunk, the handler's DATA_STDOUT, then empty STDOUT,
+//!    caller's DATA_STDIN until the empty chunk, the handler's DATA_STDOUT (and, for a
+//!    [`StderrService`] given to [`run_service_as_pid1`], its DATA_STDERR), then empty STDOUT,
 //!    empty STDERR and DATA_EXIT_CODE;
 //! 5. powers off: `reboot(RB_AUTOBOOT)`, which with `reboot=t` on the kernel command line and
 //!    QEMU's `-no-reboot` ends QEMU (without ACPI a power-off would only halt the CPU); on Xen,
@@ -31,7 +32,7 @@ pub mod cmdline;
 pub mod echo;
 pub mod system;
 
-pub use call::{serve_call, CallError, CallReport};
+pub use call::{serve_call, serve_call_with_stderr, CallError, CallReport, StderrService};
 pub use cmdline::{CallRequest, CmdlineError};
 pub use echo::{EchoHandler, ECHO_SERVICE};
 pub use qrexec::agent::ServiceHandler;
@@ -49,6 +50,11 @@ pub fn is_pid1() -> bool {
 /// Never returns. Only meaningful as PID 1 of a uvm: elsewhere the mounts and the reboot fail
 /// (without privileges) and the process loops in [`system::power_off`]'s fallback.
 pub fn run_as_pid1(handler: &mut dyn ServiceHandler) -> ! {
+    run_service_as_pid1(&mut call::WithoutStderr(handler))
+}
+
+/// As [`run_as_pid1`], for a handler whose stderr reaches the caller as DATA_STDERR.
+pub fn run_service_as_pid1(handler: &mut dyn StderrService) -> ! {
     let outcome = serve_from_kernel(handler);
     let mut console = std::io::stderr();
     match outcome {
@@ -68,12 +74,12 @@ pub fn run_as_pid1(handler: &mut dyn ServiceHandler) -> ! {
 }
 
 /// Everything PID 1 does between boot and power-off.
-fn serve_from_kernel(handler: &mut dyn ServiceHandler) -> Result<CallReport, InitError> {
+fn serve_from_kernel(handler: &mut dyn StderrService) -> Result<CallReport, InitError> {
     system::mount_pseudo_filesystems()?;
     let cmdline = system::read_kernel_cmdline()?;
     let request = CallRequest::parse(&cmdline)?;
     let mut port = system::open_data_port(request.port.as_deref())?;
-    let report = serve_call(&mut port, &request, handler)?;
+    let report = serve_call_with_stderr(&mut port, &request, handler)?;
     // The last bytes must leave the guest before the reboot tears the device down.
     system::drain_port(&port);
 
