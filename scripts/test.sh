@@ -7,7 +7,11 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 
-"$here/setup.sh"
+if [ "$(id -u)" -eq 0 ]; then
+    "$here/setup.sh"
+else
+    sudo "$here/setup.sh"
+fi
 
 echo "test: formatting"
 cargo fmt --all -- --check

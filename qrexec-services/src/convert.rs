@@ -11,15 +11,17 @@
 //! The channel has no buffer, so at most two pages are in memory at once: the one being encoded
 //! and the one being read. Caller memory does not grow with the page count.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use converter_core::limits::StreamLimits;
-use converter_core::rebuild::pdf::{encode_page, Compression, PdfOptions, PdfWriter};
+use converter_core::rebuild::pdf::{encode_page, Compression, EncodedPage, PdfOptions, PdfWriter};
 use converter_core::rebuild::png::{on_white, write_image, ImageFormat};
 use converter_core::rebuild::RebuildError;
 use converter_core::report::{HashingWriter, ReportFigures};
@@ -333,6 +335,78 @@ fn check_complete(declared: u32, written: u32) -> Result<(), ConvertError> {
     }
 }
 
+/// Most pages encoded at once. Encoding is the caller's whole share of the work, pages are
+/// independent, and the uvm renders on a core of its own, so every core left helps; beyond four
+/// the renderer is the bottleneck anyway.
+const MAX_ENCODERS: usize = 4;
+
+/// Pages taken from the stream but not yet written, per encoder. Two keeps every encoder busy
+/// while the writer waits for a slow page, and bounds memory to a few pages whatever the page
+/// count.
+const PAGES_IN_FLIGHT_PER_ENCODER: usize = 2;
+
+/// How many encoder threads to run.
+fn encoder_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, MAX_ENCODERS)
+}
+
+/// A counting semaphore that bounds the pages in flight, and can be cancelled.
+struct Slots {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Slots {
+    fn new(free: usize) -> Self {
+        Slots {
+            state: Mutex::new((free, false)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a free slot; `false` once cancelled.
+    fn acquire(&self) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        loop {
+            if state.1 {
+                return false;
+            }
+            if state.0 > 0 {
+                state.0 -= 1;
+                return true;
+            }
+            state = match self.changed.wait(state) {
+                Ok(s) => s,
+                Err(_) => return false,
+            };
+        }
+    }
+
+    fn release(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 += 1;
+        }
+        self.changed.notify_one();
+    }
+
+    fn cancel(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1 = true;
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// Encodes pages on a few threads and writes them in order.
+///
+/// Encoders take pages from the reader in stream order (the index is assigned under the same
+/// lock as the take), so the writer can put them back in order; `Slots` keeps the number of
+/// pages taken but not yet written small.
 fn rebuild_pages<'a>(
     call: &Call,
     rx: Receiver<Msg>,
@@ -343,34 +417,82 @@ fn rebuild_pages<'a>(
 ) -> Result<Rebuilt<'a>, ConvertError> {
     let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, pending.file()));
     let mut writer = PdfWriter::new(out, options)?;
-    let mut pages = 0u32;
+
+    let (pages, first_byte) = match rx.recv() {
+        Ok(Msg::Pages(n, at)) => (n, at),
+        // The reader sends the count first; without it the reader failed and says why.
+        _ => {
+            return Err(ConvertError::PagesMissing {
+                declared: 0,
+                written: 0,
+            })
+        }
+    };
+    call.deadline()
+        .set_limit(transport.deadlines.call_deadline(pages));
+    progress.started(pages);
+
+    let encoders = encoder_count();
+    let slots = Slots::new(encoders * PAGES_IN_FLIGHT_PER_ENCODER);
+    let source = Mutex::new((rx, 0u32));
+    let (done_tx, done_rx) = mpsc::channel::<(u32, Result<EncodedPage, RebuildError>, Duration)>();
     let mut done = 0u32;
-    let mut first_byte = None;
     let mut rebuild = Duration::ZERO;
 
-    for msg in rx {
-        match msg {
-            Msg::Pages(n, at) => {
-                pages = n;
-                first_byte = Some(at);
-                call.deadline()
-                    .set_limit(transport.deadlines.call_deadline(n));
-                progress.started(n);
-            }
-            Msg::Page(header, rgb) => {
-                let t = Instant::now();
-                let page = encode_page(header.width, header.height, &rgb, &options)?;
-                drop(rgb);
-                writer.write_page(page)?;
-                rebuild += t.elapsed();
-                done += 1;
-                progress.page_done(done, pages);
-            }
+    let written = thread::scope(|scope| {
+        for _ in 0..encoders {
+            let done_tx = done_tx.clone();
+            let (slots, source) = (&slots, &source);
+            scope.spawn(move || {
+                while slots.acquire() {
+                    let (index, header, rgb) = {
+                        let Ok(mut guard) = source.lock() else { break };
+                        let (rx, next) = &mut *guard;
+                        match rx.recv() {
+                            Ok(Msg::Page(header, rgb)) => {
+                                let index = *next;
+                                *next += 1;
+                                (index, header, rgb)
+                            }
+                            _ => break,
+                        }
+                    };
+                    let t = Instant::now();
+                    let page = encode_page(header.width, header.height, &rgb, &options);
+                    drop(rgb);
+                    if done_tx.send((index, page, t.elapsed())).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-    }
+        drop(done_tx);
+
+        // The writer: pages back in stream order, each slot freed once its page is written.
+        let mut waiting = BTreeMap::new();
+        let result = (|| {
+            for (index, page, took) in &done_rx {
+                waiting.insert(index, (page, took));
+                while let Some((page, took)) = waiting.remove(&done) {
+                    let t = Instant::now();
+                    writer.write_page(page?)?;
+                    rebuild += took + t.elapsed();
+                    done += 1;
+                    slots.release();
+                    progress.page_done(done, pages);
+                }
+            }
+            Ok::<(), ConvertError>(())
+        })();
+        if result.is_err() {
+            slots.cancel();
+        }
+        result
+    });
+    written?;
 
     check_complete(pages, done)?;
-    Ok((done, first_byte, rebuild, writer))
+    Ok((done, Some(first_byte), rebuild, writer))
 }
 
 /// What to ask of the image service, and what to build from its pixels.

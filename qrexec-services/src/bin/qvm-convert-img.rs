@@ -67,8 +67,13 @@ impl FormatChoice {
 #[command(name = "qvm-convert-img", version, after_help = AFTER_HELP)]
 struct Cli {
     /// SRC DST, or the images (and folders of images) of a batch
-    #[arg(value_name = "FILES", required = true)]
+    #[arg(value_name = "FILES", required_unless_present = "check")]
     files: Vec<PathBuf>,
+
+    /// Check that the PNG FILE holds nothing but pixels (IHDR, IDAT, IEND), then exit:
+    /// 0 clean, 1 not
+    #[arg(long, value_name = "FILE", conflicts_with = "files")]
+    check: Option<PathBuf>,
 
     /// Batch: output format
     #[arg(long, value_enum)]
@@ -155,6 +160,20 @@ struct Task {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Some(path) = &cli.check {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok(match converter_core::check::check_png(&bytes) {
+            Ok((w, h)) => {
+                println!("{}: clean, {w}x{h} pixels only", path.display());
+                batch::EXIT_OK
+            }
+            Err(e) => {
+                println!("{}: not clean: {e}", path.display());
+                batch::EXIT_FAILED
+            }
+        });
+    }
     let limits = StreamLimits {
         max_width: cli.max_width,
         max_height: cli.max_height,

@@ -74,6 +74,11 @@ struct Cli {
     #[arg(long, value_name = "PX", default_value_t = StreamLimits::PDF.max_width)]
     max_page_pixels: u32,
 
+    /// Check that FILE holds nothing but what this converter writes (page images), then exit:
+    /// 0 clean, 1 not
+    #[arg(long, value_name = "FILE", conflicts_with = "files")]
+    check: Option<PathBuf>,
+
     #[command(flatten)]
     transport: TransportArgs,
 
@@ -115,6 +120,25 @@ fn read_password(cli: &Cli) -> anyhow::Result<Option<String>> {
     Ok(Some(line))
 }
 
+/// `--check FILE`: runs the output checker.
+fn check(path: &Path) -> anyhow::Result<i32> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    match converter_core::check::check_pdf(&bytes) {
+        Ok(report) => {
+            println!(
+                "{}: clean, {} pages of images only",
+                path.display(),
+                report.pages.len()
+            );
+            Ok(batch::EXIT_OK)
+        }
+        Err(e) => {
+            println!("{}: not clean: {e}", path.display());
+            Ok(batch::EXIT_FAILED)
+        }
+    }
+}
+
 /// Reads one line, at most the password cap, without its newline.
 trait TakeLine {
     fn take_line(self, line: &mut String) -> std::io::Result<()>;
@@ -142,6 +166,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Some(path) = &cli.check {
+        return check(path);
+    }
     let inputs = batch::expand_inputs(&cli.files, &|p: &Path| has_extension(p, &["pdf"]))
         .map_err(anyhow::Error::msg)?;
     if inputs.is_empty() {
