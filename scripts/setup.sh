@@ -10,7 +10,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # qpdf: builds encrypted test PDFs. time: peak-memory figures in tests and benchmarks.
 # shellcheck: checks the shell scripts. poppler-utils: pdftoppm for looking at outputs.
-packages=(qpdf time shellcheck poppler-utils)
+# desktop-file-utils, libxml2-utils, help2man, groff-base, man-db, python3: check the Qubes
+# desktop actions and policy, and generate the man pages (qrexec-services/qubes/check.sh).
+packages=(qpdf time shellcheck poppler-utils desktop-file-utils libxml2-utils help2man
+    groff-base man-db python3)
 
 missing=()
 for p in "${packages[@]}"; do
