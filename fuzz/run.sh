@@ -15,6 +15,9 @@ PER_TARGET=${1:-30}
 cd "$(dirname "$0")"
 
 TARGETS="rgb_stream rgba_stream rebuild_pdf qrexec_message"
+# CI keeps the build outside the checkout (FUZZ_TARGET_DIR), since the first one is slow.
+TARGET_DIR=${FUZZ_TARGET_DIR:-target}
+export CARGO_TARGET_DIR="$TARGET_DIR"
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 
 RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
@@ -32,7 +35,7 @@ for target in $TARGETS; do
     scratch=$(mktemp -d)
     echo "fuzz: $target for ${PER_TARGET}s"
     status=0
-    "target/$TRIPLE/release/$target" \
+    "$TARGET_DIR/$TRIPLE/release/$target" \
         -max_total_time="$PER_TARGET" -max_len=4096 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="artifacts/$target-" \
         "$scratch" "corpus/$target" 2>"$scratch.log" || status=$?

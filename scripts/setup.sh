@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # qpdf: builds encrypted test PDFs. time: peak-memory figures in tests and benchmarks.
-# shellcheck: checks the shell scripts. poppler-utils: pdftoppm for looking at outputs.
+# The shellcheck package checks the shell scripts. poppler-utils: pdftoppm for looking at outputs.
 # desktop-file-utils, libxml2-utils, help2man, groff-base, man-db, python3: check the Qubes
 # desktop actions and policy, and generate the man pages (qrexec-services/qubes/check.sh).
 packages=(qpdf time shellcheck poppler-utils desktop-file-utils libxml2-utils help2man

@@ -28,3 +28,10 @@ cargo build --workspace --bins
 
 echo "test: tests"
 cargo test --workspace
+
+echo "test: Qubes installation files"
+TRUSTED_CONVERTERS_BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" qrexec-services/qubes/check.sh
+
+# Every fuzz target, briefly, on its committed seed corpus; fuzz/run.sh SECONDS runs longer.
+echo "test: fuzz"
+fuzz/run.sh "${FUZZ_SECONDS:-10}"
