@@ -54,6 +54,10 @@ const QUBES_VM_MARKER: &str = "/usr/share/qubes/marker-vm";
 /// The client program of qrexec inside a qube.
 pub const QREXEC_CLIENT_VM: &str = "qrexec-client-vm";
 
+/// Longest wait, when a `vm` call is killed after the uvm's output ended, for the exit code
+/// that follows it: the guest sends it at once, so this only covers a loaded host.
+const VM_EXIT_AFTER_OUTPUT: Duration = Duration::from_secs(1);
+
 /// Where the `vm` transport looks for uvm images when no folder is named: one subfolder per
 /// service ([`Service::image_name`]), each made by `uvm-image build`. Beside the other state of
 /// an installed package, and readable by every user who converts.
@@ -601,7 +605,15 @@ impl Call {
                 }
                 let _ = child.kill();
             }
-            Process::Vm { vm, .. } => vm.kill(),
+            Process::Vm { vm, ended } => {
+                // A uvm whose output has ended is sending its exit code and the line that
+                // says why it failed; a kill now would lose them. Waiting for them is bounded.
+                if ended.is_none() && vm.stdout_ended() {
+                    let limit = VM_EXIT_AFTER_OUTPUT.min(self.deadline.remaining());
+                    *ended = Some(wait_vm(vm, limit, &self.deadline));
+                }
+                vm.kill();
+            }
         }
     }
 

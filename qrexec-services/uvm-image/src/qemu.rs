@@ -675,6 +675,15 @@ impl VmCall {
         })
     }
 
+    /// Whether the uvm's stdout has ended (its empty DATA_STDOUT was read): the uvm is then
+    /// sending its exit code. `false` while another thread is inside a read.
+    pub fn stdout_ended(&self) -> bool {
+        self.reader
+            .as_ref()
+            .and_then(|r| r.try_lock().ok())
+            .is_some_and(|r| r.stdout_done)
+    }
+
     /// Kills QEMU at once.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

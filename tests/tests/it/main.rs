@@ -4,3 +4,4 @@
 mod img;
 mod pdf;
 mod util;
+mod vm;
