@@ -69,7 +69,7 @@ pub const FRAME_COUNT_CAP: u32 = 10_000;
 pub const SVG_DEFAULT_LONG_SIDE: u32 = 1024;
 
 /// Settings for one [`serve`] call; [`DecodeOptions::default`] holds the named limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct DecodeOptions {
     /// Widest output image in pixels.
     pub max_width: u32,
@@ -81,6 +81,9 @@ pub struct DecodeOptions {
     pub max_decoder_alloc: u64,
     /// Long side of an SVG that states no size.
     pub svg_default_long_side: u32,
+    /// Called once the whole input is read, before decoding starts: the program needs no more
+    /// files, so the local sandbox locks the process down here. An error ends the call.
+    pub after_read: Option<fn() -> Result<(), String>>,
 }
 
 impl Default for DecodeOptions {
@@ -92,6 +95,7 @@ impl Default for DecodeOptions {
             max_image_bytes: MAX_IMAGE_BYTES,
             max_decoder_alloc: MAX_DECODER_ALLOC,
             svg_default_long_side: SVG_DEFAULT_LONG_SIDE,
+            after_read: None,
         }
     }
 }
@@ -176,6 +180,12 @@ pub enum ServeError {
     /// The caller sent no image bytes after the hint line.
     #[error("no image bytes after the hint line")]
     EmptyImage,
+    /// The process could not lock itself down before decoding.
+    #[error("cannot lock down: {reason}")]
+    LockDown {
+        /// What failed.
+        reason: String,
+    },
     /// The image file is bigger than the byte cap.
     #[error("image file is larger than {limit} bytes")]
     ImageTooLarge {
@@ -253,6 +263,9 @@ pub fn serve(
 ) -> Result<DecodeSummary, ServeError> {
     let hint = hint::read_hint_line(input)?;
     let bytes = read_capped(input, options.max_image_bytes)?;
+    if let Some(lock_down) = options.after_read {
+        lock_down().map_err(|reason| ServeError::LockDown { reason })?;
+    }
 
     let input_bytes = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     let (format, decoded) = decode(&bytes, hint, options)?;

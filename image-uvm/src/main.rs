@@ -1,6 +1,9 @@
 //! `image-uvm`: serves one `qubes.GetImageRGBA` call on stdin and stdout.
 //!
-//! Exit status 0 after a full image was written; 1 after any error, with one line
+//! With `--sandboxed` (how the local transport starts it, inside the sandbox's namespaces) it
+//! locks itself down once the image is read and before decoding.
+//!
+//! Exit status 0 after a full image was written; 2 for bad arguments; 1 after any error, with one line
 //! `image-uvm: <error>` on stderr. Dropped animation frames are reported on stderr as
 //! `image-uvm: dropped N frames`; Qubes' client ignores stderr, so that is the only place a
 //! caller learns of them.
@@ -17,6 +20,15 @@ use image_uvm::{serve, DecodeOptions, DecodeSummary, ServeError, FRAME_COUNT_CAP
 /// Output buffer: large writes keep the pipe or vchan busy with few syscalls.
 const OUTPUT_BUFFER_BYTES: usize = 1 << 20;
 
+/// Only argument from the local transport: lock the process down once the image is read (empty
+/// root, seccomp allowlist; see `uvm-sandbox`).
+const SANDBOXED_FLAG: &str = "--sandboxed";
+
+/// The lock-down of the local sandbox, for [`DecodeOptions::after_read`].
+fn lock_down() -> Result<(), String> {
+    uvm_sandbox::lock_down_self(&uvm_sandbox::SelfPolicy::default()).map_err(|e| e.to_string())
+}
+
 /// The service this program serves as a uvm's PID 1.
 const SERVICE: &str = "qubes.GetImageRGBA";
 
@@ -27,7 +39,19 @@ fn main() -> ExitCode {
     if uvm_init::is_pid1() {
         uvm_init::run_service_as_pid1(&mut Pid1Handler);
     }
-    match run() {
+    let mut args = std::env::args_os().skip(1);
+    let sandboxed = match (args.next(), args.next()) {
+        (None, _) => false,
+        (Some(a), None) if a == SANDBOXED_FLAG => true,
+        _ => {
+            let _ = writeln!(
+                io::stderr().lock(),
+                "usage: image-uvm [--sandboxed] < image > pixels"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match run(sandboxed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Nothing useful can be done if stderr is gone too.
@@ -70,10 +94,14 @@ impl uvm_init::StderrService for Pid1Handler {
     }
 }
 
-fn run() -> Result<(), ServeError> {
+fn run(sandboxed: bool) -> Result<(), ServeError> {
     let mut input = io::stdin().lock();
     let mut output = BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, io::stdout().lock());
-    let summary = serve(&mut input, &mut output, &DecodeOptions::default())?;
+    let options = DecodeOptions {
+        after_read: if sandboxed { Some(lock_down) } else { None },
+        ..DecodeOptions::default()
+    };
+    let summary = serve(&mut input, &mut output, &options)?;
     note_dropped_frames(&mut io::stderr().lock(), &summary);
     Ok(())
 }

@@ -60,6 +60,14 @@ pub enum ServeError {
     #[error("the document is empty")]
     EmptyDocument,
 
+    /// The process could not lock itself down before rendering (see
+    /// [`ServeOptions::after_open`](crate::ServeOptions::after_open)).
+    #[error("cannot lock down: {reason}")]
+    LockDown {
+        /// What failed.
+        reason: String,
+    },
+
     /// The PDFium library could not be found or bound.
     #[error("pdfium is unavailable: {reason}")]
     PdfiumUnavailable {

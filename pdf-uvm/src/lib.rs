@@ -49,6 +49,11 @@ pub struct ServeOptions {
     /// there are no fonts, and PDFium opens no host font file. Applied only by the first call
     /// in a process, which binds the library.
     pub font_folder: Option<PathBuf>,
+
+    /// Called once the request is read and the document is open, before the first page is
+    /// rendered: the point where the program needs no more files, so the local sandbox locks
+    /// the process down here (empty root, seccomp allowlist). An error ends the call.
+    pub after_open: Option<fn() -> Result<(), String>>,
 }
 
 /// What one call of [`serve`] did.
@@ -92,6 +97,9 @@ pub fn serve(
 
     let (pages, bytes_out) = render::with_pdfium(options, |pdfium| {
         let document = render::Document::open(pdfium, request.document(), request.password(), dpi)?;
+        if let Some(lock_down) = options.after_open {
+            lock_down().map_err(|reason| ServeError::LockDown { reason })?;
+        }
         let pages = document.page_count();
 
         let counted = CountingWriter {

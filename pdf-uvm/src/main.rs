@@ -3,6 +3,9 @@
 //! The resolution comes from the first program argument, else from `QREXEC_SERVICE_ARGUMENT`
 //! (how qrexec passes `qubes.PdfConvert+300` to a service script).
 //!
+//! With `--sandboxed` as its first argument (how the local transport starts it, inside the
+//! sandbox's namespaces), it locks itself down once the document is open and before rendering.
+//!
 //! Exit codes: 0 success; 1 the document could not be converted (or the stream could not be
 //! written); 2 usage error (a bad resolution argument, or extra arguments). On failure, one line
 //! `pdf-uvm: <reason>` goes to stderr; in normal operation stderr stays empty.
@@ -30,6 +33,15 @@ const OUTPUT_BUFFER: usize = 1 << 20;
 /// Environment variable through which qrexec hands a service its argument.
 const ARGUMENT_ENV: &str = "QREXEC_SERVICE_ARGUMENT";
 
+/// First argument from the local transport: lock the process down once the document is open
+/// (empty root, seccomp allowlist; see `uvm-sandbox`).
+const SANDBOXED_FLAG: &str = "--sandboxed";
+
+/// The lock-down of the local sandbox, for [`ServeOptions::after_open`].
+fn lock_down() -> Result<(), String> {
+    uvm_sandbox::lock_down_self(&uvm_sandbox::SelfPolicy::default()).map_err(|e| e.to_string())
+}
+
 /// The service this program serves as a uvm's PID 1.
 const SERVICE: &str = "qubes.PdfConvert";
 
@@ -41,14 +53,15 @@ fn main() -> ExitCode {
     if uvm_init::is_pid1() {
         uvm_init::run_service_as_pid1(&mut Pid1Handler);
     }
-    let mut args = std::env::args_os().skip(1);
+    let mut args = std::env::args_os().skip(1).peekable();
+    let sandboxed = args.next_if(|a| a == SANDBOXED_FLAG).is_some();
     let arg = args.next().or_else(|| std::env::var_os(ARGUMENT_ENV));
     let result = if args.next().is_some() {
         Err(Failure::Usage(
-            "usage: pdf-uvm [RESOLUTION] < document.pdf > pixels".to_owned(),
+            "usage: pdf-uvm [--sandboxed] [RESOLUTION] < document.pdf > pixels".to_owned(),
         ))
     } else {
-        run(arg)
+        run(arg, sandboxed)
     };
 
     match result {
@@ -124,7 +137,7 @@ impl uvm_init::StderrService for Pid1Handler {
     }
 }
 
-fn run(arg: Option<OsString>) -> Result<(), Failure> {
+fn run(arg: Option<OsString>, sandboxed: bool) -> Result<(), Failure> {
     let arg = match arg {
         Some(arg) => Some(
             arg.into_string()
@@ -142,12 +155,11 @@ fn run(arg: Option<OsString>) -> Result<(), Failure> {
     let mut output = BufWriter::with_capacity(OUTPUT_BUFFER, File::from(stdout));
     let mut input = io::stdin().lock();
 
-    serve(
-        arg.as_deref(),
-        &mut input,
-        &mut output,
-        &ServeOptions::default(),
-    )
-    .map(drop)
-    .map_err(Failure::Serve)
+    let options = ServeOptions {
+        after_open: if sandboxed { Some(lock_down) } else { None },
+        ..ServeOptions::default()
+    };
+    serve(arg.as_deref(), &mut input, &mut output, &options)
+        .map(drop)
+        .map_err(Failure::Serve)
 }
