@@ -36,9 +36,6 @@ const SERVICE: &str = "qubes.GetImageRGBA";
 const CHUNK_BUFFER_BYTES: usize = 1 << 16;
 
 fn main() -> ExitCode {
-    if uvm_init::is_pid1() {
-        uvm_init::run_service_as_pid1(&mut Pid1Handler);
-    }
     let mut args = std::env::args_os().skip(1);
     let sandboxed = match (args.next(), args.next()) {
         (None, _) => false,
@@ -51,6 +48,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // In the local sandbox the program is PID 1 of its own PID namespace too; only a uvm's
+    // real init (no arguments from a caller) serves through uvm-init.
+    if !sandboxed && uvm_init::is_pid1() {
+        uvm_init::run_service_as_pid1(&mut Pid1Handler);
+    }
     match run(sandboxed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

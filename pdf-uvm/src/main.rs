@@ -50,11 +50,13 @@ const SERVICE: &str = "qubes.PdfConvert";
 const CHUNK_BUFFER: usize = 1 << 16;
 
 fn main() -> ExitCode {
-    if uvm_init::is_pid1() {
-        uvm_init::run_service_as_pid1(&mut Pid1Handler);
-    }
     let mut args = std::env::args_os().skip(1).peekable();
     let sandboxed = args.next_if(|a| a == SANDBOXED_FLAG).is_some();
+    // In the local sandbox the program is PID 1 of its own PID namespace too; only a uvm's
+    // real init (no arguments from a caller) serves through uvm-init.
+    if !sandboxed && uvm_init::is_pid1() {
+        uvm_init::run_service_as_pid1(&mut Pid1Handler);
+    }
     let arg = args.next().or_else(|| std::env::var_os(ARGUMENT_ENV));
     let result = if args.next().is_some() {
         Err(Failure::Usage(

@@ -27,6 +27,16 @@ pub enum TransportChoice {
     Vm,
 }
 
+/// How the local transport confines the uvm program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxChoice {
+    /// Fresh user, mount, network, IPC, UTS and PID namespaces, rlimits, an empty root and a
+    /// seccomp allowlist
+    Namespaces,
+    /// No sandbox at all: for debugging only
+    None,
+}
+
 /// Options that choose and bound the uvm.
 #[derive(Debug, Clone, Args)]
 pub struct TransportArgs {
@@ -60,6 +70,10 @@ pub struct TransportArgs {
           value_parser = clap::value_parser!(u32).range(MIN_VM_MEMORY_MB..=MAX_VM_MEMORY_MB))]
     pub vm_memory: u32,
 
+    /// Sandbox of the local transport; `none` is for debugging only
+    #[arg(long, value_enum, default_value = "namespaces")]
+    pub sandbox: SandboxChoice,
+
     /// Folder holding the uvm programs for the local transport [default: beside this program,
     /// then PATH]
     #[arg(long, value_name = "DIR", hide = true)]
@@ -78,6 +92,13 @@ impl TransportArgs {
         let mut config = TransportConfig::new(kind);
         config.dispvm = self.dispvm.clone();
         config.program_dir = self.uvm_dir.clone();
+        config.sandbox = self.sandbox == SandboxChoice::Namespaces;
+        if !config.sandbox && config.kind == TransportKind::Local {
+            eprintln!(
+                "WARNING: --sandbox none: the untrusted document is parsed by a process with all \
+                 of your user's rights. Use this only to debug the converter itself."
+            );
+        }
         config.image_dir = Some(self.image_dir.clone());
         config.vm_memory_mb = self.vm_memory;
         config.deadlines = Deadlines {

@@ -171,6 +171,9 @@ pub struct TransportConfig {
     pub vm_memory_mb: u32,
     /// Deadlines for the call.
     pub deadlines: Deadlines,
+    /// Whether `local` confines the uvm program (namespaces, rlimits, seccomp). Turning it off
+    /// is for debugging only.
+    pub sandbox: bool,
 }
 
 impl TransportConfig {
@@ -183,6 +186,7 @@ impl TransportConfig {
             image_dir: None,
             vm_memory_mb: DEFAULT_VM_MEMORY_MB,
             deadlines: Deadlines::default(),
+            sandbox: true,
         }
     }
 }
@@ -191,6 +195,9 @@ impl TransportConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
+    /// The local sandbox could not be set up; nothing was started.
+    #[error("cannot sandbox the uvm: {0}")]
+    Sandbox(String),
     /// The uvm program or `qrexec-client-vm` was not found.
     #[error("cannot find the program {0:?} (looked beside this program and on PATH)")]
     ProgramNotFound(String),
@@ -427,11 +434,20 @@ pub fn start(config: &TransportConfig, service: Service) -> Result<Call, Transpo
         TransportKind::Local => {
             let program = find_program(service.program(), config.program_dir.as_deref())?;
             let mut c = Command::new(program);
+            if config.sandbox {
+                // The program locks itself down (empty root, seccomp allowlist) once it has
+                // read its input; `confine` puts it in fresh namespaces with rlimits first.
+                c.arg(SANDBOXED_FLAG);
+            }
             if let Some(arg) = service.argument() {
                 c.arg(arg);
             }
             // The uvm needs nothing from our environment: no locale, no HOME, no display.
             c.env_clear();
+            if config.sandbox {
+                uvm_sandbox::confine(&mut c, &sandbox_policy(&config.deadlines))
+                    .map_err(|e| TransportError::Sandbox(e.to_string()))?;
+            }
             c
         }
         TransportKind::Qrexec => {
@@ -793,6 +809,22 @@ pub fn first_line(bytes: &[u8]) -> Option<String> {
         })
         .collect();
     Some(clean)
+}
+
+/// The argument that tells a uvm program it runs in the local sandbox and must lock itself down.
+const SANDBOXED_FLAG: &str = "--sandboxed";
+
+/// The sandbox's limits for one call: its CPU limit follows the call's deadline (the longest a
+/// document of the most pages may take), so the kernel's limit is a backstop that never cuts a
+/// call the caller would still wait for.
+fn sandbox_policy(deadlines: &Deadlines) -> uvm_sandbox::Policy {
+    let longest = deadlines.call_deadline(converter_core::limits::PDF_MAX_PAGES);
+    uvm_sandbox::Policy {
+        cpu_seconds: longest
+            .as_secs()
+            .max(uvm_sandbox::Policy::DEFAULT_CPU_SECONDS),
+        ..uvm_sandbox::Policy::default()
+    }
 }
 
 /// Finds a uvm program: in `dir` when given, else beside the running program, else on PATH.

@@ -3,5 +3,6 @@
 
 mod img;
 mod pdf;
+mod sandbox;
 mod util;
 mod vm;
