@@ -11,7 +11,8 @@
 //! | 1 | HELLO | HELLO |
 //! | 2 | DATA_STDIN chunks, then an empty one | reads them as the handler's stdin |
 //! | 3 | reads DATA_STDOUT until the empty one | DATA_STDOUT chunks, then an empty one |
-//! | 4 | reads the empty DATA_STDERR and DATA_EXIT_CODE | sends them, then reboots |
+//! | 4 | reads the empty DATA_STDERR and DATA_EXIT_CODE | sends them |
+//! | 5 | closes the socket | sees the port hang up (at most 30 s), reboots |
 //!
 //! The service and its argument travel on the kernel command line (`uvm.service=`,
 //! `uvm.arg=`). The guest's reboot (`reboot=t` on the kernel command line) ends QEMU, which
@@ -654,6 +655,13 @@ impl VmCall {
                 });
             }
         };
+        // Closing our end tells the guest that everything arrived: it waits for that before
+        // it reboots (see `uvm_init::system::drain_port`).
+        let _ = reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sock
+            .shutdown(std::net::Shutdown::Both);
         self.reader = None;
 
         let powered_off = loop {

@@ -80,8 +80,8 @@ fn serve_from_kernel(handler: &mut dyn StderrService) -> Result<CallReport, Init
     let request = CallRequest::parse(&cmdline)?;
     let mut port = system::open_data_port(request.port.as_deref())?;
     let report = serve_call_with_stderr(&mut port, &request, handler)?;
-    // The last bytes must leave the guest before the reboot tears the device down.
-    system::drain_port(&port);
+    // The last bytes must reach the host before the reboot tears the device down.
+    system::drain_port(&port, system::HOST_CLOSE_WAIT);
 
     Ok(report)
 }

@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::mount::{mount, MountFlags};
 use rustix::system::{reboot, RebootCommand};
 use rustix::termios::{isatty, tcdrain, tcgetattr, tcsetattr, OptionalActions};
@@ -166,13 +167,55 @@ fn wait_for(path: &Path, limit: Duration) -> Option<PathBuf> {
     }
 }
 
-/// Waits until the port's last bytes have left the guest.
+/// Longest wait, after the call's last message, for the host to close the data port.
 ///
-/// A tty is drained with `tcdrain`. A virtio-serial port needs nothing: a blocking `write`
-/// returns only once the host took the buffer from the virtqueue.
-pub fn drain_port(port: &File) {
+/// The host reads the end of the call only as fast as it rebuilds pages, so the last pages
+/// may still wait in QEMU's buffers for a few page rebuilds; 30 s covers many.
+pub const HOST_CLOSE_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the port's last bytes have reached the host.
+///
+/// A tty is drained with `tcdrain`. A virtio-serial `write` returns once the buffer is in the
+/// virtqueue, not once QEMU has passed it on: a reboot then would lose what QEMU still holds
+/// (the end of the output, the exit code). So the guest waits for the host to close its end
+/// after reading the exit code, which the port reports as hang-up, for at most `limit`.
+/// Bytes the host sends meanwhile are read and dropped.
+pub fn drain_port(port: &File, limit: Duration) {
     if isatty(port) {
         let _ = tcdrain(port);
+        return;
+    }
+    let deadline = Instant::now() + limit;
+    let mut scratch = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let timeout = Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(port, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => return,
+            Ok(_) => {
+                let hung_up = fds
+                    .first()
+                    .is_some_and(|f| f.revents().contains(PollFlags::HUP));
+                if hung_up {
+                    return;
+                }
+                match (&*port).read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -200,6 +243,33 @@ pub fn power_off() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    /// One end of a socketpair as a `File`, as the data port is one.
+    fn port_pair() -> (File, UnixStream) {
+        let (ours, host) = UnixStream::pair().unwrap();
+        (File::from(std::os::fd::OwnedFd::from(ours)), host)
+    }
+
+    #[test]
+    fn drain_returns_when_the_host_closes_after_stray_bytes() {
+        let (port, mut host) = port_pair();
+        host.write_all(b"stray").unwrap();
+        drop(host);
+        let start = Instant::now();
+        drain_port(&port, Duration::from_secs(10));
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn drain_gives_up_after_its_limit_when_the_host_stays() {
+        let (port, _host) = port_pair();
+        let start = Instant::now();
+        drain_port(&port, Duration::from_millis(100));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(100) && took < Duration::from_secs(2));
+    }
 
     #[test]
     fn explicit_port_that_never_appears_is_an_error_after_the_wait() {
