@@ -420,13 +420,16 @@ fn rebuild_pages<'a>(
 
     let (pages, first_byte) = match rx.recv() {
         Ok(Msg::Pages(n, at)) => (n, at),
-        // The reader sends the count first; without it the reader failed and says why.
-        _ => {
+        // The reader sends the count first; without it the reader failed, and its error (read
+        // before this result) says why. No error here: that would kill the uvm before its own
+        // exit status could explain the failure.
+        Ok(Msg::Page(..)) => {
             return Err(ConvertError::PagesMissing {
                 declared: 0,
                 written: 0,
             })
         }
+        Err(_) => return Ok((0, None, Duration::ZERO, writer)),
     };
     call.deadline()
         .set_limit(transport.deadlines.call_deadline(pages));
