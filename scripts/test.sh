@@ -7,11 +7,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 
-if [ "$(id -u)" -eq 0 ]; then
-    "$here/setup.sh"
-else
-    sudo "$here/setup.sh"
-fi
+# Packages, PDFium, and for the vm transport QEMU and the uvm kernel (cached by its hash).
+for step in setup.sh setup-vm.sh; do
+    if [ "$(id -u)" -eq 0 ]; then
+        "$here/$step"
+    else
+        sudo --preserve-env=UVM_KERNEL_CACHE "$here/$step"
+    fi
+done
 
 echo "test: formatting"
 cargo fmt --all -- --check
@@ -28,6 +31,11 @@ cargo build --workspace --bins
 
 echo "test: tests"
 cargo test --workspace
+
+# The tests that boot uvm images under QEMU (marked ignored: they need the kernel and QEMU that
+# setup-vm.sh installs, and take minutes under TCG).
+echo "test: uvm images under QEMU"
+cargo test --workspace -- --ignored
 
 echo "test: Qubes installation files"
 TRUSTED_CONVERTERS_BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" qrexec-services/qubes/check.sh
