@@ -868,6 +868,23 @@ mod tests {
     }
 
     #[test]
+    fn image_folder_prefers_the_service_subfolder_then_the_folder_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdf = Service::Pdf { resolution: 150 };
+        // Neither holds an image: the subfolder, whose missing kernel the boot names.
+        assert_eq!(image_folder(Some(dir.path()), pdf), dir.path().join("pdf"));
+        std::fs::write(dir.path().join(VMLINUX_FILE), b"").unwrap();
+        assert_eq!(image_folder(Some(dir.path()), pdf), dir.path());
+        std::fs::create_dir(dir.path().join("pdf")).unwrap();
+        std::fs::write(dir.path().join("pdf").join(VMLINUX_FILE), b"").unwrap();
+        assert_eq!(image_folder(Some(dir.path()), pdf), dir.path().join("pdf"));
+        assert_eq!(
+            image_folder(None, Service::Image),
+            Path::new(DEFAULT_IMAGE_DIR).join("image")
+        );
+    }
+
+    #[test]
     fn first_line_strips_control_bytes() {
         assert_eq!(
             first_line(b"\n\x1b[31mbad\x07 news\nmore").as_deref(),

@@ -49,8 +49,13 @@ use crate::image::{INITRAMFS_FILE, VMLINUX_FILE};
 /// The QEMU program, found on `PATH`.
 pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";
 
-/// Guest memory in MiB when the caller names none: measured as enough for the echo uvm and
-/// for pdf-uvm rendering a 10-page Letter PDF at 150 ppi (see the crate README for figures).
+/// Guest memory in MiB when the caller names none.
+///
+/// Measured with `vm-bench --find-memory` (8 MiB steps) on the 10-page A4 text PDF of the test
+/// corpus: 56 MiB converts it at 150 ppi, 72 MiB at 300 ppi (the commands' default); below
+/// 56 MiB the pdf image does not even boot. 256 MiB leaves room for an A3 page at 300 ppi
+/// (about 120 MB of bitmaps) and for the kernel's copies of output the host has not yet read.
+/// QEMU touches guest memory only as the guest uses it, so the margin costs the host little.
 pub const DEFAULT_MEMORY_MB: u32 = 256;
 
 /// Longest wait from QEMU's start to the uvm's HELLO. TCG boots in about a second on an idle
@@ -117,9 +122,10 @@ pub enum DataPort {
     /// serial: large buffers, and what the project's kernel is built for.
     #[default]
     Virtio,
-    /// The first 8250 serial port ([`SERIAL_PORT`]), the console on the second: for kernels
-    /// whose virtio drivers are modules (a distribution's kernel in a comparison). Slow for
-    /// bulk data, since every byte is an emulated port access.
+    /// The 8250 serial port ([`SERIAL_PORT`]), for kernels whose virtio drivers are modules
+    /// (a distribution's kernel in a comparison). `microvm` has only that one serial port, so
+    /// the guest runs without a console and a failure leaves no line to report. Slow for bulk
+    /// data, since every byte is an emulated port access.
     Serial,
 }
 
@@ -240,14 +246,12 @@ pub fn qemu_args(
         Accel::Kvm => "host",
         Accel::Tcg => "max",
     };
+    // Kernel messages on the data port would break the call: no console there.
     let console = match data_port {
-        DataPort::Virtio => "ttyS0",
-        DataPort::Serial => "ttyS1",
+        DataPort::Virtio => "console=ttyS0 ",
+        DataPort::Serial => "",
     };
-    let append = format!(
-        "console={console} {KERNEL_ARGS} {}",
-        request.to_kernel_words()?
-    );
+    let append = format!("{console}{KERNEL_ARGS} {}", request.to_kernel_words()?);
     let mut args = [
         "-M",
         "microvm,acpi=off",
@@ -291,18 +295,9 @@ pub fn qemu_args(
             ]
             .map(str::to_owned),
         ),
-        // ttyS0 is the first -serial, ttyS1 the second.
-        DataPort::Serial => args.extend(
-            [
-                "-chardev",
-                &chardev,
-                "-serial",
-                "chardev:data",
-                "-serial",
-                "stdio",
-            ]
-            .map(str::to_owned),
-        ),
+        DataPort::Serial => {
+            args.extend(["-chardev", &chardev, "-serial", "chardev:data"].map(str::to_owned))
+        }
     }
 
     Ok(args)
@@ -461,14 +456,15 @@ fn boot(
     let deadline = start + options.boot_timeout;
     let mut sock = call.connect(&socket_path, deadline)?;
 
-    // Our HELLO waits in the socket until the guest opens its port; theirs marks boot's end.
-    write_message(
-        &mut sock,
-        &Message::Hello {
-            version: PROTOCOL_VERSION,
-        },
-    )
-    .map_err(VmError::Hello)?;
+    // On virtio, our HELLO waits in QEMU until the guest opens its port. An 8250 port takes
+    // bytes at once and drops those that arrive before the guest opened it, so there ours
+    // goes only after theirs. Their HELLO marks the end of the boot.
+    let ours = Message::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    if options.data_port == DataPort::Virtio {
+        write_message(&mut sock, &ours).map_err(VmError::Hello)?;
+    }
     let remaining = deadline.saturating_duration_since(Instant::now());
     sock.set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
         .map_err(VmError::Io)?;
@@ -491,6 +487,9 @@ fn boot(
         Err(e) => return Err(VmError::Hello(e)),
     };
     call.boot_time = start.elapsed();
+    if options.data_port == DataPort::Serial {
+        write_message(&mut sock, &ours).map_err(VmError::Hello)?;
+    }
     call.version = negotiate(PROTOCOL_VERSION, theirs).map_err(VmError::Hello)?;
     sock.set_read_timeout(None).map_err(VmError::Io)?;
 
@@ -1256,6 +1255,28 @@ mod tests {
         assert!(append.ends_with("uvm.service=qubes.PdfConvert uvm.arg=150 uvm.port=/dev/vport0p1"));
         assert!(args.contains(&"/img/vmlinux".to_owned()));
         assert!(args.contains(&"-no-reboot".to_owned()));
+    }
+
+    #[test]
+    fn serial_data_port_has_no_console_on_it() {
+        let req = CallRequest {
+            service: "uvm.Echo".into(),
+            arg: String::new(),
+            port: Some(PathBuf::from(SERIAL_PORT)),
+        };
+        let args = qemu_args(
+            Path::new("/img"),
+            &req,
+            Accel::Tcg,
+            DataPort::Serial,
+            256,
+            Path::new("/tmp/x/data.sock"),
+        )
+        .unwrap();
+        let append = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
+        assert!(!append.contains("console="), "{append}");
+        assert!(args.contains(&"chardev:data".to_owned()));
+        assert!(!args.iter().any(|a| a.starts_with("virt")));
     }
 
     #[test]
