@@ -8,6 +8,7 @@
 //!   tests (and how this crate is tested without Xen).
 //! - [`ring`]: the Xen shared-memory ring layout, over an abstract memory region and event
 //!   channel.
+//! - [`xen`]: the connector that serves and connects vchans on a Xen guest.
 //! - [`xen_dev`]: the Linux device calls (event channels, grant pages, xenstore) that give the
 //!   ring its memory and events on a real Xen guest.
 
@@ -17,6 +18,8 @@ use crate::proto::FrameTransport;
 
 pub mod ring;
 pub mod socket;
+#[cfg(target_os = "linux")]
+pub mod xen;
 #[cfg(target_os = "linux")]
 pub mod xen_dev;
 
@@ -105,6 +108,89 @@ pub enum VchanError {
     /// The event channel failed.
     #[error("event channel failed")]
     Event(#[source] io::Error),
+    /// A Xen device node could not be opened.
+    #[error("cannot open xen device {path}")]
+    XenDevice {
+        /// The device path.
+        path: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A xenstore request failed.
+    #[cfg(target_os = "linux")]
+    #[error("xenstore {op} of {path} failed")]
+    XenStore {
+        /// The request (read, write, watch, transaction).
+        op: &'static str,
+        /// The key or directory concerned.
+        path: String,
+        /// The cause.
+        #[source]
+        source: xen_dev::XenStoreError,
+    },
+    /// The publishing transaction kept being refused with EAGAIN.
+    #[error("xenstore transaction for {path} still conflicting after {attempts} attempts")]
+    TransactionRetries {
+        /// The vchan's xenstore directory.
+        path: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A xenstore value that must be a decimal number is not one.
+    #[error("xenstore value of {path} is not a number: {value:?}")]
+    BadXenStoreValue {
+        /// The key.
+        path: String,
+        /// Its value (lossy UTF-8, at most the first 32 bytes).
+        value: String,
+    },
+    /// A domain id above the 16 bits Xen grants carry.
+    #[error("domain id {domain} does not fit a grant")]
+    DomainOutOfRange {
+        /// The domain id.
+        domain: u32,
+    },
+    /// Granting pages to the peer failed.
+    #[error("cannot grant {pages} pages to domain {domain}")]
+    GrantAlloc {
+        /// The peer.
+        domain: u32,
+        /// Pages asked for.
+        pages: usize,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Mapping the peer's grants failed.
+    #[error("cannot map {pages} grant pages of domain {domain}")]
+    GrantMap {
+        /// The peer.
+        domain: u32,
+        /// Pages asked for.
+        pages: usize,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The unmap notify (live byte cleared when this process dies) could not be set.
+    #[error("cannot set the unmap notify")]
+    UnmapNotify(#[source] io::Error),
+    /// Allocating or binding the event channel failed.
+    #[error("cannot bind an event channel with domain {domain}")]
+    EventBind {
+        /// The peer.
+        domain: u32,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The client marked itself gone before it connected.
+    #[error("the client of {path} left before connecting")]
+    ClientLeft {
+        /// The vchan's xenstore directory.
+        path: String,
+    },
 }
 
 impl From<VchanError> for io::Error {

@@ -568,6 +568,12 @@ impl<M: SharedMem, E: EventChannel> RingVchan<M, E> {
         })
     }
 
+    /// The peer's live byte as it stands: [`LIVE_GONE`], [`LIVE_CONNECTED`], [`LIVE_NOT_YET`]
+    /// (the peer writes it, so any other value is possible and means nothing).
+    pub fn peer_live_state(&self) -> u8 {
+        self.page.load_u8(self.peer_live())
+    }
+
     fn own_notify(&self) -> usize {
         if self.server {
             OFF_SRV_NOTIFY
@@ -809,6 +815,18 @@ mod tests {
         let (server, _client, page) = pair(10, 11);
         assert_eq!(page.load_u8(20), LIVE_CONNECTED);
         assert!(server.is_open());
+    }
+
+    #[test]
+    fn peer_live_state_shows_the_client_connecting_and_leaving() {
+        let page = Arc::new(HeapMem::new(PAGE_SIZE));
+        let (se, ce) = in_process_event_pair(WAIT);
+        let server = RingVchan::server(page.clone(), None, None, 10, 11, &[], se).unwrap();
+        assert_eq!(server.peer_live_state(), LIVE_NOT_YET);
+        let client = RingVchan::client(page, None, None, ce).unwrap();
+        assert_eq!(server.peer_live_state(), LIVE_CONNECTED);
+        drop(client);
+        assert_eq!(server.peer_live_state(), LIVE_GONE);
     }
 
     #[test]

@@ -21,9 +21,8 @@
 //! - Untested on Xen: nothing here has run against real devices (this machine has no Xen).
 //!   The tests cover only the pure parts: ioctl numbers, struct layouts, xenstore encoding and
 //!   decoding, and vchan xenstore paths.
-//! - A connector that assembles these into a [`super::VchanConnector`] (allocate the page and
-//!   rings, publish `ring-ref` and `event-channel` in one transaction, watch and map on the
-//!   client side) is not written yet: it needs a Xen guest to be developed against.
+//! - The connector that assembles these into a [`super::VchanConnector`] is [`super::xen`],
+//!   equally untested on Xen.
 //! - The page size is assumed to be 4096, as on x86 and arm64 Xen guests.
 
 use std::fs::{File, OpenOptions};
@@ -32,6 +31,7 @@ use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::ring::{EventChannel, SharedMem, PAGE_SIZE};
 
@@ -225,6 +225,30 @@ fn open_dev(path: &str) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).open(path)
 }
 
+/// Waits up to `timeout` for `file` to become readable; `false` when the time ran out.
+///
+/// # Errors
+/// The poll's failure (an interrupted poll counts as "not yet readable").
+pub fn poll_readable(file: &File, timeout: Duration) -> io::Result<bool> {
+    let mut fd = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is one live, exclusively borrowed pollfd and the count passed is 1, so the
+    // kernel writes only its `revents`; the descriptor stays open for the call's duration.
+    let rc = unsafe { libc::poll(&mut fd, 1, ms) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(err);
+    }
+    Ok(rc > 0)
+}
+
 /// `/dev/xen/evtchn`.
 #[derive(Debug, Clone)]
 pub struct Evtchn {
@@ -288,6 +312,17 @@ impl Evtchn {
         (&*self.dev).read_exact(&mut buf)?;
         (&*self.dev).write_all(&buf)?;
         Ok(u32::from_ne_bytes(buf))
+    }
+
+    /// As [`Evtchn::wait_pending`], giving up after `timeout` with `None`.
+    ///
+    /// # Errors
+    /// The poll's, read's or write's failure.
+    pub fn wait_pending_timeout(&self, timeout: Duration) -> io::Result<Option<u32>> {
+        if !poll_readable(&self.dev, timeout)? {
+            return Ok(None);
+        }
+        self.wait_pending().map(Some)
     }
 }
 
@@ -550,6 +585,12 @@ pub fn event_channel_path(server: u32, client: u32, port: u32) -> String {
     format!("{}/event-channel", vchan_xs_dir(server, client, port))
 }
 
+/// The xenstore device node.
+pub const XENBUS_DEV: &str = "/dev/xen/xenbus";
+
+/// The xenstore file xenfs provides when mounted on `/proc/xen`.
+pub const XENFS_XENBUS: &str = "/proc/xen/xenbus";
+
 /// Largest xenstore payload (`XENSTORE_PAYLOAD_MAX`).
 pub const XS_PAYLOAD_MAX: usize = 4096;
 
@@ -673,7 +714,35 @@ impl XenStore<File> {
     /// # Errors
     /// The open's failure.
     pub fn open() -> Result<Self, XenStoreError> {
-        Ok(XenStore::new(open_dev("/dev/xen/xenbus")?))
+        Self::open_path(XENBUS_DEV)
+    }
+
+    /// Opens a xenstore device at `path` (the xenfs file `/proc/xen/xenbus` speaks the same
+    /// protocol as the device node).
+    ///
+    /// # Errors
+    /// The open's failure.
+    pub fn open_path(path: &str) -> Result<Self, XenStoreError> {
+        Ok(XenStore::new(open_dev(path)?))
+    }
+
+    /// As [`XenStore::next_watch_event`], giving up after `timeout` with `None`.
+    ///
+    /// # Errors
+    /// Transport failure or a malformed event.
+    pub fn next_watch_event_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<(String, String)>, XenStoreError> {
+        if !self.pending_events.is_empty() {
+            return Ok(Some(self.pending_events.remove(0)));
+        }
+        // The device hands out one whole message per read, so readable means a message is
+        // there; a reply to nothing cannot arrive because no request is outstanding.
+        if !poll_readable(&self.dev, timeout)? {
+            return Ok(None);
+        }
+        self.next_watch_event().map(Some)
     }
 }
 
@@ -685,6 +754,11 @@ impl<T: Read + Write> XenStore<T> {
             next_req: 1,
             pending_events: Vec::new(),
         }
+    }
+
+    /// The device, given back (the scripted devices of tests hold the requests sent).
+    pub fn into_inner(self) -> T {
+        self.dev
     }
 
     fn request(
@@ -995,5 +1069,33 @@ mod tests {
             xs.next_watch_event().unwrap(),
             ("/p/event-channel".into(), "tok".into())
         );
+    }
+
+    /// A socket standing in for a device: poll and read behave the same on both.
+    fn socket_device() -> (File, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        (File::from(std::os::fd::OwnedFd::from(a)), b)
+    }
+
+    #[test]
+    fn poll_readable_times_out_then_sees_data() {
+        let (dev, mut peer) = socket_device();
+        assert!(!poll_readable(&dev, Duration::from_millis(20)).unwrap());
+        peer.write_all(b"x").unwrap();
+        assert!(poll_readable(&dev, Duration::from_millis(20)).unwrap());
+    }
+
+    #[test]
+    fn watch_wait_gives_up_at_its_timeout_then_reads_the_event() {
+        let (dev, mut peer) = socket_device();
+        let mut xs = XenStore::new(dev);
+        let none = xs
+            .next_watch_event_timeout(Duration::from_millis(20))
+            .unwrap();
+        assert_eq!(none, None);
+        peer.write_all(&reply(xs_type::WATCH_EVENT, 0, b"/a\0tok\0"))
+            .unwrap();
+        let event = xs.next_watch_event_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(event, Some(("/a".into(), "tok".into())));
     }
 }
