@@ -17,13 +17,19 @@
 //!    QEMU's `-no-reboot` ends QEMU (without ACPI a power-off would only halt the CPU); on Xen,
 //!    where `/dev/xen/evtchn` exists, `RB_POWER_OFF`.
 //!
+//! Under Xen (PVH), where `/dev/xen/evtchn` exists after step 1, steps 2 to 4 are replaced by
+//! the qrexec agent ([`xen`]): xenfs is mounted if `/dev/xen/xenbus` is missing, the control
+//! vchan is offered to dom0, the one call dom0 forwards is served on a data vchan to the
+//! caller, and CONNECTION_TERMINATED is sent; then step 5 powers off with `RB_POWER_OFF`.
+//!
 //! Any failure prints one line on the console and powers off: the host then sees the data port
 //! close without an exit code. Nothing is forked and nothing is reaped: the handler runs in this
 //! process.
 //!
 //! # Limitations
-//! - The Xen path (vchan through the qrexec agent, CONNECTION_TERMINATED) is not served here:
-//!   under Xen the caller reaches the uvm through the qrexec agent in the `qrexec` crate.
+//! - The Xen path has not run on Xen (this project's machines have none); see [`xen`].
+//! - Under Xen the handler's stderr is dropped: the qrexec agent's [`ServiceHandler`] has no
+//!   stderr stream.
 
 #![deny(missing_docs)]
 
@@ -31,6 +37,7 @@ pub mod call;
 pub mod cmdline;
 pub mod echo;
 pub mod system;
+pub mod xen;
 
 pub use call::{serve_call, serve_call_with_stderr, CallError, CallReport, StderrService};
 pub use cmdline::{CallRequest, CmdlineError};
@@ -55,8 +62,33 @@ pub fn run_as_pid1(handler: &mut dyn ServiceHandler) -> ! {
 
 /// As [`run_as_pid1`], for a handler whose stderr reaches the caller as DATA_STDERR.
 pub fn run_service_as_pid1(handler: &mut dyn StderrService) -> ! {
-    let outcome = serve_from_kernel(handler);
     let mut console = std::io::stderr();
+    if let Err(e) = system::mount_pseudo_filesystems() {
+        let _ = writeln!(console, "uvm-init: {}", describe(&InitError::System(e)));
+        system::power_off()
+    }
+    if system::is_xen() {
+        match xen::serve_over_xen(handler) {
+            Ok(outcome) => {
+                // Sizes and ids only: never the document's content.
+                let _ = writeln!(
+                    console,
+                    "uvm-init: {} exit {} stdin chunks {} stdout bytes {} caller domain {} port {}",
+                    outcome.call.service,
+                    outcome.exit_code,
+                    outcome.stdin_chunks,
+                    outcome.stdout_bytes,
+                    outcome.domain,
+                    outcome.port
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(console, "uvm-init: {}", describe(&e));
+            }
+        }
+        system::power_off()
+    }
+    let outcome = serve_from_kernel(handler);
     match outcome {
         Ok(report) => {
             // One line with sizes only: never the document's content.
@@ -73,9 +105,8 @@ pub fn run_service_as_pid1(handler: &mut dyn StderrService) -> ! {
     system::power_off()
 }
 
-/// Everything PID 1 does between boot and power-off.
+/// Everything PID 1 does under QEMU between the mounts and power-off.
 fn serve_from_kernel(handler: &mut dyn StderrService) -> Result<CallReport, InitError> {
-    system::mount_pseudo_filesystems()?;
     let cmdline = system::read_kernel_cmdline()?;
     let request = CallRequest::parse(&cmdline)?;
     let mut port = system::open_data_port(request.port.as_deref())?;
@@ -98,6 +129,12 @@ pub enum InitError {
     /// The call itself broke.
     #[error("call failed")]
     Call(#[from] CallError),
+    /// Xen's devices or xenstore could not be opened.
+    #[error("xen vchan setup failed")]
+    Xen(#[from] qrexec::vchan::VchanError),
+    /// The qrexec agent's call under Xen failed.
+    #[error("qrexec call failed")]
+    Agent(#[from] qrexec::agent::AgentError),
 }
 
 /// The error and its causes on one line.

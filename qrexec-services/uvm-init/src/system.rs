@@ -34,6 +34,13 @@ const PORT_POLL: Duration = Duration::from_millis(2);
 /// driver registers it only under Xen).
 const XEN_MARKER: &str = "/dev/xen/evtchn";
 
+/// The xenstore device node the kernel's xenbus driver registers under Xen.
+const XENBUS_DEV: &str = "/dev/xen/xenbus";
+
+/// Where xenfs goes when the xenstore device node is missing; the kernel creates this
+/// directory in proc when it is built with xenfs's compatibility option.
+const XENFS_TARGET: &str = "/proc/xen";
+
 /// A kernel call PID 1 needed failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SystemError {
@@ -78,6 +85,28 @@ pub fn mount_pseudo_filesystems() -> Result<(), SystemError> {
     let plain = MountFlags::NOSUID | MountFlags::NOEXEC;
     mount_one("devtmpfs", "/dev", plain)?;
     mount_one("proc", "/proc", plain | MountFlags::NODEV)
+}
+
+/// Whether this kernel runs as a Xen guest (the event-channel device exists); meaningful only
+/// after [`mount_pseudo_filesystems`].
+pub fn is_xen() -> bool {
+    Path::new(XEN_MARKER).exists()
+}
+
+/// Makes xenstore reachable: devtmpfs normally provides `/dev/xen/xenbus`; without it, xenfs
+/// is mounted on `/proc/xen`, whose `xenbus` file speaks the same protocol.
+///
+/// # Errors
+/// [`SystemError::Mount`].
+pub fn mount_xenfs_if_needed() -> Result<(), SystemError> {
+    if Path::new(XENBUS_DEV).exists() {
+        return Ok(());
+    }
+    mount_one(
+        "xenfs",
+        XENFS_TARGET,
+        MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NODEV,
+    )
 }
 
 fn mount_one(
@@ -227,7 +256,7 @@ pub fn drain_port(port: &File, limit: Duration) {
 /// (not PID 1, no privilege), the process exits with status 1; as PID 1 that panics the
 /// kernel, which `panic=-1` on the command line turns into the same reboot.
 pub fn power_off() -> ! {
-    let command = if Path::new(XEN_MARKER).exists() {
+    let command = if is_xen() {
         RebootCommand::PowerOff
     } else {
         RebootCommand::Restart
