@@ -404,6 +404,8 @@ pub struct Call {
     deadline: CallDeadline,
     idle: Duration,
     kind: TransportKind,
+    /// Whether we killed the child: its exit status then says nothing about the uvm.
+    killed: bool,
 }
 
 /// What runs the uvm.
@@ -496,6 +498,7 @@ pub fn start(config: &TransportConfig, service: Service) -> Result<Call, Transpo
         deadline: CallDeadline::new(config.deadlines.call_base),
         idle: config.deadlines.idle,
         kind: config.kind,
+        killed: false,
     })
 }
 
@@ -544,6 +547,7 @@ fn start_vm(config: &TransportConfig, service: Service) -> Result<Call, Transpor
         deadline,
         idle: config.deadlines.idle,
         kind: TransportKind::Vm,
+        killed: false,
     })
 }
 
@@ -620,6 +624,7 @@ impl Call {
                     let _ = rustix::process::kill_process_group(pid, Signal::KILL);
                 }
                 let _ = child.kill();
+                self.killed = true;
             }
             Process::Vm { vm, ended } => {
                 // A uvm whose output has ended is sending its exit code and the line that
@@ -681,6 +686,10 @@ impl Call {
                 VmEnd::Exited(exit) if exit.exit_code == 0 => None,
                 other => Some(vm_end_error(other, &self.deadline)),
             };
+        }
+        if self.killed {
+            // "Killed by signal 9" would hide the stream's own error behind our kill.
+            return None;
         }
         let status = self.wait_until(Some(grace)).ok().flatten()?;
         self.check_status(status).err()
