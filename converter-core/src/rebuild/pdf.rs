@@ -34,7 +34,7 @@ use std::io::{BufWriter, Write};
 use lopdf::{Dictionary, Object, Stream, StringFormat};
 use sha2::{Digest, Sha256};
 
-use super::predict::{Deflater, FilterStrategy, RowFilter, RowPacker};
+use super::predict::{FilterStrategy, RowFilter, RowPacker};
 use super::{check_pixels, check_quality, encode_jpeg, CountingWriter, RebuildError};
 
 /// The file header: version line, then a comment of bytes above 127 so that transfer tools treat
@@ -301,15 +301,6 @@ fn analyse(rgb: &[u8]) -> Colours {
 ///
 /// Up is the fastest filter that compresses, and on the photo it beat even the per-row choice,
 /// so every row uses it.
-/// fdeflate for whole-byte palette indexes, zlib-rs for packed ones (see [`Deflater`]).
-fn deflater_for(bits: u8) -> Deflater {
-    if bits == 8 {
-        Deflater::Fast
-    } else {
-        Deflater::Zlib
-    }
-}
-
 fn strategy(representation: Representation) -> FilterStrategy {
     match representation {
         Representation::Indexed { .. } => FilterStrategy::Fixed(RowFilter::None),
@@ -331,7 +322,7 @@ fn encode_lossless(width: u32, rgb: &[u8]) -> Result<Encoded, RebuildError> {
     match analyse(rgb) {
         Colours::Rgb => {
             let representation = Representation::Rgb8;
-            let mut packer = RowPacker::new(rgb_row, 3, strategy(representation), Deflater::Fast);
+            let mut packer = RowPacker::new(rgb_row, 3, strategy(representation));
             for row in rgb.chunks_exact(rgb_row) {
                 packer.push_row(row).map_err(flate)?;
             }
@@ -339,7 +330,7 @@ fn encode_lossless(width: u32, rgb: &[u8]) -> Result<Encoded, RebuildError> {
         }
         Colours::Gray => {
             let representation = Representation::Gray8;
-            let mut packer = RowPacker::new(w, 1, strategy(representation), Deflater::Fast);
+            let mut packer = RowPacker::new(w, 1, strategy(representation));
             let mut row = vec![0u8; w];
             for source in rgb.chunks_exact(rgb_row) {
                 for (out, pixel) in row.iter_mut().zip(source.chunks_exact(3)) {
@@ -362,8 +353,7 @@ fn encode_lossless(width: u32, rgb: &[u8]) -> Result<Encoded, RebuildError> {
             };
             let per_byte = usize::from(8 / bits);
             let row_bytes = w.div_ceil(per_byte);
-            let mut packer =
-                RowPacker::new(row_bytes, 1, strategy(representation), deflater_for(bits));
+            let mut packer = RowPacker::new(row_bytes, 1, strategy(representation));
             let mut row = vec![0u8; row_bytes];
             let (mut last, mut last_index) = (u32::MAX, 0u8);
             for source in rgb.chunks_exact(rgb_row) {

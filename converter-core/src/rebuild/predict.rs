@@ -38,59 +38,6 @@ pub(crate) enum FilterStrategy {
 /// measured against it here.
 pub(crate) const FLATE_LEVEL: u32 = 1;
 
-/// Which deflate implementation compresses a page.
-///
-/// Measured on a 1275 x 1650 page (`cargo bench -p converter-core --bench rebuild`, this
-/// 2-core machine under load): `fdeflate`, the png crate's compressor, made an 8-bit gray text
-/// page 167 KB in 23 ms and a photo 1.74 MB in 17 ms, against 202 KB in 33 ms and 1.95 MB in
-/// 58 ms for zlib-rs at level 1; but it made a 1-bit page six times larger (153 KB against
-/// 24 KB), since its matcher is tuned for byte-sized samples. So: fdeflate for 8-bit samples,
-/// zlib-rs for packed palettes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Deflater {
-    /// `fdeflate`: fast, for rows of 8-bit samples.
-    Fast,
-    /// zlib-rs at [`FLATE_LEVEL`]: for packed sub-byte rows.
-    Zlib,
-}
-
-/// A zlib stream being written into memory by one of the [`Deflater`]s.
-enum Sink {
-    Fast(fdeflate::Compressor<Vec<u8>>),
-    Zlib(ZlibEncoder<Vec<u8>>),
-}
-
-impl Sink {
-    fn new(deflater: Deflater) -> Sink {
-        match deflater {
-            // Writing the zlib header to an empty Vec cannot fail; if it ever did, the slower
-            // encoder still produces a correct stream.
-            Deflater::Fast => match fdeflate::Compressor::new(Vec::new()) {
-                Ok(c) => Sink::Fast(c),
-                Err(_) => Sink::new(Deflater::Zlib),
-            },
-            Deflater::Zlib => Sink::Zlib(ZlibEncoder::new(
-                Vec::new(),
-                flate2::Compression::new(FLATE_LEVEL),
-            )),
-        }
-    }
-
-    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::Fast(c) => c.write_data(data),
-            Sink::Zlib(z) => z.write_all(data),
-        }
-    }
-
-    fn finish(self) -> std::io::Result<Vec<u8>> {
-        match self {
-            Sink::Fast(c) => c.finish(),
-            Sink::Zlib(z) => z.finish(),
-        }
-    }
-}
-
 /// Writes rows through a PNG row filter into a zlib stream held in memory.
 pub(crate) struct RowPacker {
     /// Bytes per complete pixel, at least 1: the distance to the "left" neighbour.
@@ -100,17 +47,12 @@ pub(crate) struct RowPacker {
     filtered: Vec<u8>,
     /// Scratch rows for [`FilterStrategy::MinSumAbs`], one per candidate filter.
     candidates: Vec<Vec<u8>>,
-    zlib: Sink,
+    zlib: ZlibEncoder<Vec<u8>>,
 }
 
 impl RowPacker {
     /// A packer for rows of `row_bytes` bytes with `bpp` bytes per pixel.
-    pub(crate) fn new(
-        row_bytes: usize,
-        bpp: usize,
-        strategy: FilterStrategy,
-        deflater: Deflater,
-    ) -> RowPacker {
+    pub(crate) fn new(row_bytes: usize, bpp: usize, strategy: FilterStrategy) -> RowPacker {
         let candidates = match strategy {
             FilterStrategy::Fixed(_) => Vec::new(),
             FilterStrategy::MinSumAbs => vec![vec![0; row_bytes]; 5],
@@ -121,7 +63,7 @@ impl RowPacker {
             previous: vec![0; row_bytes],
             filtered: vec![0; row_bytes.saturating_add(1)],
             candidates,
-            zlib: Sink::new(deflater),
+            zlib: ZlibEncoder::new(Vec::new(), flate2::Compression::new(FLATE_LEVEL)),
         }
     }
 
@@ -138,7 +80,7 @@ impl RowPacker {
                 let (head, body) = self.filtered.split_at_mut(1);
                 head[0] = filter as u8;
                 apply(filter, self.bpp, row, &self.previous, body);
-                self.zlib.write(&self.filtered)?;
+                self.zlib.write_all(&self.filtered)?;
             }
             FilterStrategy::MinSumAbs => {
                 let mut best = (u64::MAX, 0);
@@ -161,8 +103,8 @@ impl RowPacker {
                     .get(best.1)
                     .map(Vec::as_slice)
                     .unwrap_or(&[]);
-                self.zlib.write(&[filter as u8])?;
-                self.zlib.write(chosen)?;
+                self.zlib.write_all(&[filter as u8])?;
+                self.zlib.write_all(chosen)?;
             }
         }
         self.previous.copy_from_slice(row);
@@ -305,7 +247,7 @@ mod tests {
     fn every_fixed_filter_round_trips() {
         let rows = sample_rows();
         for filter in ALL_FILTERS {
-            let mut packer = RowPacker::new(12, 3, FilterStrategy::Fixed(filter), Deflater::Zlib);
+            let mut packer = RowPacker::new(12, 3, FilterStrategy::Fixed(filter));
             for row in &rows {
                 packer.push_row(row).unwrap();
             }
@@ -317,7 +259,7 @@ mod tests {
     #[test]
     fn min_sum_abs_round_trips() {
         let rows = sample_rows();
-        let mut packer = RowPacker::new(12, 3, FilterStrategy::MinSumAbs, Deflater::Fast);
+        let mut packer = RowPacker::new(12, 3, FilterStrategy::MinSumAbs);
         for row in &rows {
             packer.push_row(row).unwrap();
         }
@@ -337,7 +279,7 @@ mod tests {
 
     #[test]
     fn push_row_rejects_wrong_length() {
-        let mut packer = RowPacker::new(4, 1, FilterStrategy::Fixed(RowFilter::Up), Deflater::Fast);
+        let mut packer = RowPacker::new(4, 1, FilterStrategy::Fixed(RowFilter::Up));
         assert!(packer.push_row(&[1, 2, 3]).is_err());
     }
 }
