@@ -22,6 +22,9 @@ cargo fmt --all -- --check
 echo "test: clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "test: docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
 echo "test: shell scripts"
 git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck
 

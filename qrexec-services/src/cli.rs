@@ -44,7 +44,7 @@ pub struct TransportArgs {
     #[arg(long, value_enum)]
     pub transport: Option<TransportChoice>,
 
-    /// Disposable template for the qrexec transport (@dispvm:NAME) [default: @dispvm]
+    /// Disposable template for the qrexec transport, as @dispvm:NAME (default: plain @dispvm)
     #[arg(long, value_name = "NAME")]
     pub dispvm: Option<String>,
 

@@ -62,7 +62,7 @@ struct Cli {
     #[arg(long, value_name = "FD")]
     password_fd: Option<u32>,
 
-    /// Page compression: lossless, or jpeg[:QUALITY] for smaller lossy output
+    /// Page compression: lossless, or jpeg or jpeg:QUALITY (1 to 100) for smaller lossy output
     #[arg(long, value_name = "MODE", default_value = "lossless", value_parser = parse_compression)]
     compress: Compression,
 
