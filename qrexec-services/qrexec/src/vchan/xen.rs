@@ -534,35 +534,7 @@ mod tests {
     use crate::vchan::xen_dev::{xs_type, XsMsg};
     use std::io::Cursor;
 
-    /// A scripted xenstore device: replies come from `input`, requests land in `output`.
-    struct Script {
-        input: Cursor<Vec<u8>>,
-        output: Vec<u8>,
-    }
-    impl Read for Script {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
-        }
-    }
-    impl Write for Script {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.write(buf)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn reply(msg_type: u32, req_id: u32, payload: &[u8]) -> Vec<u8> {
-        XsMsg {
-            msg_type,
-            req_id,
-            tx_id: 0,
-            payload: payload.to_vec(),
-        }
-        .encode()
-        .unwrap()
-    }
+    use crate::vchan::xen_dev::script::{reply, Script};
 
     fn store(replies: &[Vec<u8>]) -> XenStore<Script> {
         XenStore::new(Script {

@@ -974,35 +974,7 @@ mod tests {
         assert!(matches!(err, XenStoreError::PayloadTooLarge { len: 5000 }));
     }
 
-    /// A scripted device: replies are read from `input`, requests collected in `output`.
-    struct Script {
-        input: Cursor<Vec<u8>>,
-        output: Vec<u8>,
-    }
-    impl Read for Script {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
-        }
-    }
-    impl Write for Script {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.write(buf)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn reply(msg_type: u32, req_id: u32, payload: &[u8]) -> Vec<u8> {
-        XsMsg {
-            msg_type,
-            req_id,
-            tx_id: 0,
-            payload: payload.to_vec(),
-        }
-        .encode()
-        .unwrap()
-    }
+    use super::script::{reply, Script};
 
     #[test]
     fn transaction_write_and_commit_requests() {
@@ -1097,5 +1069,47 @@ mod tests {
             .unwrap();
         let event = xs.next_watch_event_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(event, Some(("/a".into(), "tok".into())));
+    }
+}
+
+/// A scripted xenstore device for the tests of this module and of `vchan::xen`.
+#[cfg(test)]
+pub(crate) mod script {
+    use std::io::{self, Cursor, Read, Write};
+
+    use super::XsMsg;
+
+    /// Replies are read from `input`; requests are collected in `output`.
+    pub(crate) struct Script {
+        pub(crate) input: Cursor<Vec<u8>>,
+        pub(crate) output: Vec<u8>,
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One encoded reply of `msg_type` to request `req_id`, outside any transaction.
+    pub(crate) fn reply(msg_type: u32, req_id: u32, payload: &[u8]) -> Vec<u8> {
+        XsMsg {
+            msg_type,
+            req_id,
+            tx_id: 0,
+            payload: payload.to_vec(),
+        }
+        .encode()
+        .expect("test replies are small")
     }
 }
