@@ -983,10 +983,13 @@ mod tests {
         let (server, mut client, _) = pair(11, 10);
         let reader = thread::spawn(move || {
             let mut chunks = Vec::new();
+            // Read to the exit code: dropping the client earlier would make the server's last
+            // writes (the stderr EOF and the exit code) fail on a ring whose peer is gone.
             loop {
                 match read_message(&mut client).unwrap() {
-                    Message::DataStdout(d) if d.is_empty() => break,
-                    Message::DataStdout(d) => chunks.push(d),
+                    Message::DataStdout(d) if !d.is_empty() => chunks.push(d),
+                    Message::DataStdout(_) | Message::DataStderr(_) => {}
+                    Message::DataExitCode(_) => break,
                     other => panic!("{other:?}"),
                 }
             }
