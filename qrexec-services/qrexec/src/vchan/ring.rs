@@ -323,8 +323,17 @@ pub struct RingLayout {
     pub grants: Vec<u32>,
 }
 
+/// Separately granted pages of a ring of `order`: 0 when it lies in the shared page (or the
+/// order is invalid, which [`check_orders`] refuses).
+pub(crate) fn ring_pages(order: u16) -> usize {
+    match placement(order) {
+        Some(Placement::Pages(n)) => n,
+        _ => 0,
+    }
+}
+
 /// Checks a pair of orders and returns the number of grant references they need.
-fn check_orders(left: u16, right: u16) -> Result<usize, VchanError> {
+pub(crate) fn check_orders(left: u16, right: u16) -> Result<usize, VchanError> {
     let bad = || VchanError::BadRingOrder { left, right };
     let (l, r) = (
         placement(left).ok_or_else(bad)?,
@@ -335,11 +344,7 @@ fn check_orders(left: u16, right: u16) -> Result<usize, VchanError> {
             return Err(bad());
         }
     }
-    let pages = |p| match p {
-        Placement::InPage(_) => 0,
-        Placement::Pages(n) => n,
-    };
-    let count = pages(l) + pages(r);
+    let count = ring_pages(left) + ring_pages(right);
     // The grant list must end before the first in-page ring (or the page end).
     let limit = [l, r]
         .iter()

@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ring::{
-    placement, read_layout, Placement, RingVchan, SharedMem, LIVE_CONNECTED, LIVE_GONE,
+    check_orders, read_layout, ring_pages, RingVchan, SharedMem, LIVE_CONNECTED, LIVE_GONE,
 };
 use super::xen_dev::{
     event_channel_path, gntalloc, gntdev_map, ring_ref_path, set_unmap_notify, vchan_xs_dir,
@@ -144,31 +144,16 @@ impl RingPlan {
     /// The plan for two orders.
     ///
     /// # Errors
-    /// [`VchanError::BadRingOrder`] for an order outside 10..=20 or two rings at the same place
-    /// in the shared page.
+    /// [`VchanError::BadRingOrder`] for an order outside 10..=20, two rings at the same place
+    /// in the shared page, or more grant references than fit before the in-page ring (the
+    /// same check the ring itself makes).
     pub fn new(left_order: u16, right_order: u16) -> Result<Self, VchanError> {
-        let bad = || VchanError::BadRingOrder {
-            left: left_order,
-            right: right_order,
-        };
-        let (l, r) = (
-            placement(left_order).ok_or_else(bad)?,
-            placement(right_order).ok_or_else(bad)?,
-        );
-        if let (Placement::InPage(a), Placement::InPage(b)) = (l, r) {
-            if a == b {
-                return Err(bad());
-            }
-        }
-        let pages = |p| match p {
-            Placement::InPage(_) => 0,
-            Placement::Pages(n) => n,
-        };
+        check_orders(left_order, right_order)?;
         Ok(RingPlan {
             left_order,
             right_order,
-            left_pages: pages(l),
-            right_pages: pages(r),
+            left_pages: ring_pages(left_order),
+            right_pages: ring_pages(right_order),
         })
     }
 
