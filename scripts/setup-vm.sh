@@ -19,16 +19,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 packages=(linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio qemu-system-x86 binutils
     make gcc xz-utils)
 
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "setup-vm: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-    echo "setup-vm: Debian packages present"
-fi
+"$here/apt-install.sh" setup-vm "${packages[@]}"
 
 "$here/../qrexec-services/uvm-image/kernel/build.sh"

@@ -15,16 +15,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 packages=(qpdf time shellcheck poppler-utils desktop-file-utils libxml2-utils help2man
     groff-base man-db python3)
 
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "setup: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-    echo "setup: Debian packages present"
-fi
+"$here/apt-install.sh" setup "${packages[@]}"
 
 "$here/setup-pdfium.sh"
