@@ -83,46 +83,9 @@ pub struct PdfJob {
     pub limits: StreamLimits,
 }
 
-/// Figures of one finished conversion.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    /// Pages converted (1 for an image).
-    pub pages: u32,
-    /// sha256 of the input, hex.
-    pub input_sha256: String,
-    /// Input bytes.
-    pub input_bytes: u64,
-    /// sha256 of the output, hex.
-    pub output_sha256: String,
-    /// Output bytes.
-    pub output_bytes: u64,
-    /// Pixel-stream bytes received.
-    pub stream_bytes: u64,
-    /// From the start of the call to the first page header.
-    pub first_byte: Option<Duration>,
-    /// Time spent encoding.
-    pub rebuild: Duration,
-    /// Frames of an animated image that were not converted, as the image service reported.
-    pub frames_dropped: Option<u64>,
-    /// Width and height in pixels of an image.
-    pub image_size: Option<(u32, u32)>,
-}
-
-impl Outcome {
-    /// The figures a report takes.
-    pub fn figures(self) -> ReportFigures {
-        ReportFigures {
-            pages: self.pages,
-            input_sha256: self.input_sha256,
-            input_bytes: self.input_bytes,
-            output_sha256: self.output_sha256,
-            output_bytes: self.output_bytes,
-            stream_bytes: self.stream_bytes,
-            frames_dropped: self.frames_dropped,
-            first_byte_ms: self.first_byte.map(|d| d.as_secs_f64() * 1e3),
-            rebuild_ms: self.rebuild.as_secs_f64() * 1e3,
-        }
-    }
+/// Milliseconds, as reports give times.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// Progress of one document, for bars and plain lines.
@@ -245,7 +208,7 @@ pub fn convert_pdf(
     job: &PdfJob,
     transport: &TransportConfig,
     progress: &mut dyn Progress,
-) -> Result<Outcome, ConvertError> {
+) -> Result<ReportFigures, ConvertError> {
     let mut preamble = Vec::new();
     if let Some(pw) = &job.password {
         if pw.len() > MAX_PASSWORD_BYTES || pw.contains('\n') {
@@ -296,17 +259,16 @@ pub fn convert_pdf(
     let (output_sha256, output_bytes) = finish_writer(writer)?;
     pending.commit().map_err(ConvertError::Output)?;
 
-    Ok(Outcome {
+    Ok(ReportFigures {
         pages: outcome_pages,
         input_sha256: sent.sha256,
         input_bytes: sent.bytes,
         output_sha256,
         output_bytes,
         stream_bytes: read_bytes,
-        first_byte,
-        rebuild,
         frames_dropped: None,
-        image_size: None,
+        first_byte_ms: first_byte.map(ms),
+        rebuild_ms: ms(rebuild),
     })
 }
 
@@ -512,7 +474,7 @@ fn fetch_image(
     input: &Path,
     job: &ImageJob,
     transport: &TransportConfig,
-) -> Result<(RgbaImage, Outcome), ConvertError> {
+) -> Result<(RgbaImage, ReportFigures), ConvertError> {
     let file = File::open(input).map_err(ConvertError::Input)?;
     let started = Instant::now();
     let mut call = transport::start(transport, Service::Image)?;
@@ -529,15 +491,14 @@ fn fetch_image(
     let stderr = call.finish()?;
     let sent = join_sender(sender, input)?;
 
-    let outcome = Outcome {
+    let outcome = ReportFigures {
         pages: 1,
         input_sha256: sent.sha256,
         input_bytes: sent.bytes,
         stream_bytes: image.pixels.len() as u64,
-        first_byte: Some(first_byte),
+        first_byte_ms: Some(ms(first_byte)),
         frames_dropped: dropped_frames(&stderr),
-        image_size: Some((image.width, image.height)),
-        ..Outcome::default()
+        ..ReportFigures::default()
     };
     Ok((image, outcome))
 }
@@ -581,14 +542,14 @@ pub fn convert_image(
     format: ImageFormat,
     job: &ImageJob,
     transport: &TransportConfig,
-) -> Result<Outcome, ConvertError> {
+) -> Result<ReportFigures, ConvertError> {
     let (image, mut outcome) = fetch_image(input, job, transport)?;
     let t = Instant::now();
     let (sha, bytes) = write_output(output, |out| {
         write_image(out, format, image.width, image.height, &image.pixels)?;
         Ok(())
     })?;
-    outcome.rebuild = t.elapsed();
+    outcome.rebuild_ms = ms(t.elapsed());
     outcome.output_sha256 = sha;
     outcome.output_bytes = bytes;
     Ok(outcome)
@@ -602,7 +563,7 @@ pub fn convert_image_to_pdf(
     options: PdfOptions,
     job: &ImageJob,
     transport: &TransportConfig,
-) -> Result<Outcome, ConvertError> {
+) -> Result<ReportFigures, ConvertError> {
     let (image, mut outcome) = fetch_image(input, job, transport)?;
     let t = Instant::now();
     let rgb = on_white(&image.pixels);
@@ -613,7 +574,7 @@ pub fn convert_image_to_pdf(
         writer.finish()?;
         Ok(())
     })?;
-    outcome.rebuild = t.elapsed();
+    outcome.rebuild_ms = ms(t.elapsed());
     outcome.output_sha256 = sha;
     outcome.output_bytes = bytes;
     Ok(outcome)

@@ -209,13 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             limits,
         };
         match convert_image(&task.input, &task.output, task.format, &job, &transport) {
-            Ok(outcome) => finish_report(
-                &mut report,
-                input,
-                &task.output,
-                outcome.figures(),
-                &disposition,
-            ),
+            Ok(outcome) => finish_report(&mut report, input, &task.output, outcome, &disposition),
             Err(e) => report.error = Some(e.to_string()),
         }
         report.timings.total_ms = started.elapsed().as_secs_f64() * 1e3;

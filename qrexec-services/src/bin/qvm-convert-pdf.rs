@@ -229,9 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             convert_pdf(input, &output, &job, &transport, progress)
         };
         match result {
-            Ok(outcome) => {
-                finish_report(&mut report, input, &output, outcome.figures(), &disposition)
-            }
+            Ok(outcome) => finish_report(&mut report, input, &output, outcome, &disposition),
             Err(e) => report.error = Some(e.to_string()),
         }
         report.timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
