@@ -11,6 +11,12 @@
 //! As PID 1 of a uvm (the image's `/init`), it serves the one `qubes.GetImageRGBA` call named
 //! on the kernel command line through `uvm-init` instead, with the same exit status and stderr
 //! lines, which travel as DATA_STDERR. Any other service gets exit code 127.
+//!
+//! With `--qrexec-agent` it serves one call in the same way as a qrexec agent over the
+//! Unix-socket vchan layout (`VCHAN_DOMAIN`, `VCHAN_SOCKET_DIR`), as an ordinary process
+//! without a sandbox: how the agent is tested end to end and driven by a qrexec daemon built
+//! for sockets. It exits 0 once the call was served to its end, 1 otherwise, with one line on
+//! stderr either way.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::process::ExitCode;
@@ -29,6 +35,9 @@ fn lock_down() -> Result<(), String> {
     uvm_sandbox::lock_down_self(&uvm_sandbox::SelfPolicy::default()).map_err(|e| e.to_string())
 }
 
+/// Only argument for serving one call as a qrexec agent over the socket vchan layout.
+const AGENT_FLAG: &str = "--qrexec-agent";
+
 /// The service this program serves as a uvm's PID 1.
 const SERVICE: &str = "qubes.GetImageRGBA";
 
@@ -40,10 +49,16 @@ fn main() -> ExitCode {
     let sandboxed = match (args.next(), args.next()) {
         (None, _) => false,
         (Some(a), None) if a == SANDBOXED_FLAG => true,
+        (Some(a), None) if a == AGENT_FLAG => {
+            return match uvm_init::run_as_socket_agent(&mut UvmHandler) {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::FAILURE,
+            };
+        }
         _ => {
             let _ = writeln!(
                 io::stderr().lock(),
-                "usage: image-uvm [--sandboxed] < image > pixels"
+                "usage: image-uvm [--sandboxed | --qrexec-agent] < image > pixels"
             );
             return ExitCode::from(2);
         }
@@ -51,7 +66,7 @@ fn main() -> ExitCode {
     // In the local sandbox the program is PID 1 of its own PID namespace too; only a uvm's
     // real init (no arguments from a caller) serves through uvm-init.
     if !sandboxed && uvm_init::is_pid1() {
-        uvm_init::run_service_as_pid1(&mut Pid1Handler);
+        uvm_init::run_as_pid1(&mut UvmHandler);
     }
     match run(sandboxed) {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,10 +78,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Serves [`SERVICE`] inside a uvm, where stdin, stdout and stderr are the call's streams.
-struct Pid1Handler;
+/// Serves [`SERVICE`] as a qrexec service: stdin, stdout and stderr are the call's streams.
+struct UvmHandler;
 
-impl uvm_init::StderrService for Pid1Handler {
+impl uvm_init::ServiceHandler for UvmHandler {
     fn run(
         &mut self,
         _service: &str,

@@ -14,6 +14,12 @@
 //! on the kernel command line through `uvm-init` instead: the argument is the resolution, the
 //! exit code and the one failure line are the same, and the line travels as DATA_STDERR.
 //! Any other service gets exit code 127.
+//!
+//! With `--qrexec-agent` as its only argument it serves one call in the same way as a qrexec
+//! agent over the Unix-socket vchan layout (`VCHAN_DOMAIN`, `VCHAN_SOCKET_DIR`), as an ordinary
+//! process without a sandbox: how the agent is tested end to end and driven by a qrexec daemon
+//! built for sockets. It exits 0 once the call was served to its end, 1 otherwise, with one
+//! line on stderr either way.
 
 #![forbid(unsafe_code)]
 
@@ -42,6 +48,9 @@ fn lock_down() -> Result<(), String> {
     uvm_sandbox::lock_down_self(&uvm_sandbox::SelfPolicy::default()).map_err(|e| e.to_string())
 }
 
+/// First argument for serving one call as a qrexec agent over the socket vchan layout.
+const AGENT_FLAG: &str = "--qrexec-agent";
+
 /// The service this program serves as a uvm's PID 1.
 const SERVICE: &str = "qubes.PdfConvert";
 
@@ -51,16 +60,26 @@ const CHUNK_BUFFER: usize = 1 << 16;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1).peekable();
+    if args.next_if(|a| a == AGENT_FLAG).is_some() {
+        if args.next().is_some() {
+            eprintln!("pdf-uvm: usage: pdf-uvm --qrexec-agent takes no other argument");
+            return ExitCode::from(2);
+        }
+        return match uvm_init::run_as_socket_agent(&mut UvmHandler) {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        };
+    }
     let sandboxed = args.next_if(|a| a == SANDBOXED_FLAG).is_some();
     // In the local sandbox the program is PID 1 of its own PID namespace too; only a uvm's
     // real init (no arguments from a caller) serves through uvm-init.
     if !sandboxed && uvm_init::is_pid1() {
-        uvm_init::run_service_as_pid1(&mut Pid1Handler);
+        uvm_init::run_as_pid1(&mut UvmHandler);
     }
     let arg = args.next().or_else(|| std::env::var_os(ARGUMENT_ENV));
     let result = if args.next().is_some() {
         Err(Failure::Usage(
-            "usage: pdf-uvm [--sandboxed] [RESOLUTION] < document.pdf > pixels".to_owned(),
+            "usage: pdf-uvm [--sandboxed] [RESOLUTION] < document.pdf > pixels, or pdf-uvm --qrexec-agent".to_owned(),
         ))
     } else {
         run(arg, sandboxed)
@@ -106,10 +125,10 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Serves [`SERVICE`] inside a uvm, where stdin, stdout and stderr are the call's streams.
-struct Pid1Handler;
+/// Serves [`SERVICE`] as a qrexec service: stdin, stdout and stderr are the call's streams.
+struct UvmHandler;
 
-impl uvm_init::StderrService for Pid1Handler {
+impl uvm_init::ServiceHandler for UvmHandler {
     fn run(
         &mut self,
         _service: &str,

@@ -8,8 +8,8 @@
 //!    VM triggered, which a uvm never does: each is logged in one line and ignored.
 //! 3. Parse `user:[nogui:]QUBESRPC service+arg SOURCE`.
 //! 4. Connect the data vchan to {domain, port} as its client; send HELLO, read the caller's.
-//! 5. EXEC_CMDLINE: run the service with stdin from DATA_STDIN and stdout as DATA_STDOUT, then
-//!    send empty DATA_STDOUT, empty DATA_STDERR and DATA_EXIT_CODE. An unknown service gets the
+//! 5. EXEC_CMDLINE: run the service with stdin from DATA_STDIN, stdout as DATA_STDOUT and
+//!    stderr as DATA_STDERR, then send empty DATA_STDOUT, empty DATA_STDERR and DATA_EXIT_CODE. An unknown service gets the
 //!    two EOFs and exit code 127; a command line that is not a service call gets 125.
 //!    JUST_EXEC: run the service without stdio and send only DATA_EXIT_CODE.
 //! 6. Close the data vchan, then send CONNECTION_TERMINATED {domain, port} on the control vchan,
@@ -44,12 +44,15 @@ pub const MAX_DOMAIN_NAME_LEN: usize = 31;
 /// What a service provides to the agent.
 pub trait ServiceHandler {
     /// Runs `service` with argument `arg` (empty when none) and returns its exit code.
+    /// Bytes written to `stderr` reach the caller as DATA_STDERR chunks (a JUST_EXEC call has
+    /// no streams: there they are dropped).
     fn run(
         &mut self,
         service: &str,
         arg: &str,
         stdin: &mut dyn Read,
         stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
     ) -> i32;
 
     /// Whether `service` exists here.
@@ -292,7 +295,7 @@ fn wait_for_request<T: Read + Write>(ctrl: &mut T) -> Result<(Request, u32), Age
 ///
 /// # Errors
 /// See [`AgentError`]; none of them panics.
-pub fn serve_one_call<C: VchanConnector, H: ServiceHandler>(
+pub fn serve_one_call<C: VchanConnector, H: ServiceHandler + ?Sized>(
     connector: &mut C,
     handler: &mut H,
 ) -> Result<CallOutcome, AgentError> {
@@ -349,7 +352,7 @@ struct CallDone {
 }
 
 /// Everything on the data vchan: HELLO, the service's stdio, the EOFs and the exit code.
-fn run_call<V: Vchan, H: ServiceHandler>(
+fn run_call<V: Vchan, H: ServiceHandler + ?Sized>(
     data: &mut V,
     handler: &mut H,
     just_exec: bool,
@@ -392,7 +395,13 @@ fn run_call<V: Vchan, H: ServiceHandler>(
     }
 
     if just_exec {
-        let exit_code = handler.run(&call.service, &call.arg, &mut io::empty(), &mut io::sink());
+        let exit_code = handler.run(
+            &call.service,
+            &call.arg,
+            &mut io::empty(),
+            &mut io::sink(),
+            &mut io::sink(),
+        );
         write_message(data, &Message::DataExitCode(exit_code)).map_err(data_err)?;
         return Ok(CallDone {
             call,
@@ -407,10 +416,18 @@ fn run_call<V: Vchan, H: ServiceHandler>(
     let exit_code = {
         let mut stdin = streams.stdin();
         let mut stdout = streams.stdout();
-        let code = handler.run(&call.service, &call.arg, &mut stdin, &mut stdout);
+        let mut stderr = streams.stderr();
+        let code = handler.run(
+            &call.service,
+            &call.arg,
+            &mut stdin,
+            &mut stdout,
+            &mut stderr,
+        );
         // A service that leaves bytes in a buffered writer has flushed them by dropping it;
-        // this flush reaches the transport.
+        // these flushes reach the transport.
         let _ = stdout.flush();
+        let _ = stderr.flush();
         code
     };
     if let Some(failure) = streams.take_failure() {

@@ -19,7 +19,8 @@ const CALLER_DOMAIN: u32 = 3;
 const DATA_PORT: u32 = 513;
 
 /// Test services: `test.Reverse` reads all stdin and writes it reversed; `test.Echo` copies as
-/// it reads; `test.Exit` ignores stdin and exits with the code given as argument.
+/// it reads; `test.Exit` ignores stdin and exits with the code given as argument;
+/// `test.Complain` reads all stdin, says so on stderr and exits with 1.
 struct TestServices;
 
 impl ServiceHandler for TestServices {
@@ -29,6 +30,7 @@ impl ServiceHandler for TestServices {
         arg: &str,
         stdin: &mut dyn Read,
         stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
     ) -> i32 {
         match service {
             "test.Reverse" => {
@@ -47,12 +49,24 @@ impl ServiceHandler for TestServices {
                 Err(_) => 125,
             },
             "test.Exit" => arg.parse().unwrap_or(1),
+            "test.Complain" => {
+                let Ok(n) = std::io::copy(stdin, &mut std::io::sink()) else {
+                    return 125;
+                };
+                match writeln!(stderr, "refused {n} bytes") {
+                    Ok(()) => 1,
+                    Err(_) => 125,
+                }
+            }
             _ => 127,
         }
     }
 
     fn knows(&self, service: &str) -> bool {
-        matches!(service, "test.Reverse" | "test.Echo" | "test.Exit")
+        matches!(
+            service,
+            "test.Reverse" | "test.Echo" | "test.Exit" | "test.Complain"
+        )
     }
 }
 
@@ -184,6 +198,31 @@ fn message_order_and_termination_after_exit_code() {
     );
     assert_eq!(got.stdout, b"cba");
     assert!(agent.join().unwrap().unwrap().call.nogui);
+}
+
+#[test]
+fn service_stderr_arrives_before_the_eofs() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(dir.path());
+    let (mut daemon, mut data) = start_call(
+        dir.path(),
+        EXEC_CMDLINE,
+        "DEFAULT:QUBESRPC test.Complain work",
+    );
+    send_stdin(&mut data, b"12345", &[5]);
+    let got = collect(&mut data);
+    assert_eq!(got.stderr, b"refused 5 bytes\n");
+    let n = got.order.len();
+    assert!(got.order[..n - 3]
+        .iter()
+        .all(|&(t, len)| t == DATA_STDERR && len > 0));
+    assert_eq!(
+        got.order[n - 3..],
+        [(DATA_STDOUT, 0), (DATA_STDERR, 0), (DATA_EXIT_CODE, 4)]
+    );
+    assert_eq!(got.exit_code, Some(1));
+    assert_terminated(&mut daemon);
+    assert_eq!(agent.join().unwrap().unwrap().exit_code, 1);
 }
 
 #[test]

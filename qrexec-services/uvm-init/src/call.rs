@@ -6,9 +6,9 @@
 //! DATA_STDERR and DATA_EXIT_CODE. A serial port has no notion of free space, so chunks are
 //! capped only at 64 KiB ([`qrexec::proto::Unbounded`]).
 //!
-//! A [`StderrService`] also gets the caller's stderr: what it writes there goes out as
-//! DATA_STDERR chunks before the end of the call, so a uvm can say why it failed (the host
-//! has no other way to read it: the serial console carries kernel messages only).
+//! What the handler writes to its stderr goes out as DATA_STDERR chunks before the end of the
+//! call, so a uvm can say why it failed (the host has no other way to read it: the serial
+//! console carries kernel messages only).
 
 use std::io::{Read, Write};
 
@@ -19,45 +19,6 @@ use qrexec::proto::{
 };
 
 use crate::cmdline::CallRequest;
-
-/// A service handler that can also write to the caller's stderr.
-///
-/// Every [`ServiceHandler`] serves through [`serve_call`], with an empty stderr.
-pub trait StderrService {
-    /// Runs `service` with argument `arg` (empty when none) and returns its exit code.
-    /// Bytes written to `stderr` reach the caller as DATA_STDERR.
-    fn run(
-        &mut self,
-        service: &str,
-        arg: &str,
-        stdin: &mut dyn Read,
-        stdout: &mut dyn Write,
-        stderr: &mut dyn Write,
-    ) -> i32;
-
-    /// Whether `service` exists here.
-    fn knows(&self, service: &str) -> bool;
-}
-
-/// A plain [`ServiceHandler`] served as a [`StderrService`] whose stderr stays empty.
-pub(crate) struct WithoutStderr<'a>(pub(crate) &'a mut dyn ServiceHandler);
-
-impl StderrService for WithoutStderr<'_> {
-    fn run(
-        &mut self,
-        service: &str,
-        arg: &str,
-        stdin: &mut dyn Read,
-        stdout: &mut dyn Write,
-        _stderr: &mut dyn Write,
-    ) -> i32 {
-        self.0.run(service, arg, stdin, stdout)
-    }
-
-    fn knows(&self, service: &str) -> bool {
-        self.0.knows(service)
-    }
-}
 
 /// How one call went, for the one console line PID 1 prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,18 +60,6 @@ pub fn serve_call<T: Read + Write>(
     port: T,
     request: &CallRequest,
     handler: &mut dyn ServiceHandler,
-) -> Result<CallReport, CallError> {
-    serve_call_with_stderr(port, request, &mut WithoutStderr(handler))
-}
-
-/// As [`serve_call`], for a handler that also writes to the caller's stderr.
-///
-/// # Errors
-/// See [`CallError`].
-pub fn serve_call_with_stderr<T: Read + Write>(
-    port: T,
-    request: &CallRequest,
-    handler: &mut dyn StderrService,
 ) -> Result<CallReport, CallError> {
     let mut port = Unbounded(port);
     let version = hello(&mut port).map_err(CallError::Hello)?;
@@ -282,7 +231,7 @@ mod tests {
     /// Fails with one line on stderr, as the uvm programs do.
     struct Failing;
 
-    impl StderrService for Failing {
+    impl ServiceHandler for Failing {
         fn run(
             &mut self,
             _service: &str,
@@ -304,9 +253,8 @@ mod tests {
     #[test]
     fn stderr_lines_reach_the_caller_before_the_exit_code() {
         let (mut host, guest) = UnixStream::pair().unwrap();
-        let handle = thread::spawn(move || {
-            serve_call_with_stderr(guest, &request("qubes.PdfConvert"), &mut Failing)
-        });
+        let handle =
+            thread::spawn(move || serve_call(guest, &request("qubes.PdfConvert"), &mut Failing));
         read_message(&mut host).unwrap();
         write_message(&mut host, &Message::Hello { version: 4 }).unwrap();
         write_message(&mut host, &Message::DataStdin(Vec::new())).unwrap();

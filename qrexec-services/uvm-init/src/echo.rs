@@ -18,6 +18,7 @@ impl ServiceHandler for EchoHandler {
         _arg: &str,
         stdin: &mut dyn Read,
         stdout: &mut dyn Write,
+        _stderr: &mut dyn Write,
     ) -> i32 {
         match io::copy(stdin, stdout) {
             Ok(_) => 0,
@@ -37,7 +38,13 @@ mod tests {
     #[test]
     fn echo_copies_stdin_to_stdout() {
         let mut out = Vec::new();
-        let code = EchoHandler.run(ECHO_SERVICE, "", &mut &b"abc"[..], &mut out);
+        let code = EchoHandler.run(
+            ECHO_SERVICE,
+            "",
+            &mut &b"abc"[..],
+            &mut out,
+            &mut io::sink(),
+        );
         assert_eq!((code, out.as_slice()), (0, &b"abc"[..]));
     }
 

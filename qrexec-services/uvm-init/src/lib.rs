@@ -10,15 +10,14 @@
 //!    `-device virtserialport` creates, else `/dev/hvc0` (a `virtconsole`), else the 8250
 //!    `/dev/ttyS0`; tty ports are put in raw mode;
 //! 4. speaks the service side of a qrexec data vchan on it ([`call`]): HELLO both ways, the
-//!    caller's DATA_STDIN until the empty chunk, the handler's DATA_STDOUT (and, for a
-//!    [`StderrService`] given to [`run_service_as_pid1`], its DATA_STDERR), then empty STDOUT,
-//!    empty STDERR and DATA_EXIT_CODE;
+//!    caller's DATA_STDIN until the empty chunk, the handler's DATA_STDOUT and DATA_STDERR,
+//!    then empty STDOUT, empty STDERR and DATA_EXIT_CODE;
 //! 5. powers off: `reboot(RB_AUTOBOOT)`, which with `reboot=t` on the kernel command line and
 //!    QEMU's `-no-reboot` ends QEMU (without ACPI a power-off would only halt the CPU); on Xen,
 //!    where `/dev/xen/evtchn` exists, `RB_POWER_OFF`.
 //!
 //! Under Xen (PVH), where `/dev/xen/evtchn` exists after step 1, steps 2 to 4 are replaced by
-//! the qrexec agent ([`xen`]): xenfs is mounted if `/dev/xen/xenbus` is missing, the control
+//! the qrexec agent ([`agent`]): xenfs is mounted if `/dev/xen/xenbus` is missing, the control
 //! vchan is offered to dom0, the one call dom0 forwards is served on a data vchan to the
 //! caller, and CONNECTION_TERMINATED is sent; then step 5 powers off with `RB_POWER_OFF`.
 //!
@@ -26,20 +25,22 @@
 //! close without an exit code. Nothing is forked and nothing is reaped: the handler runs in this
 //! process.
 //!
+//! Outside a uvm, [`run_as_socket_agent`] serves one call as the same agent over the
+//! Unix-socket vchan layout (tests, and driving the program with a qrexec daemon built for
+//! sockets).
+//!
 //! # Limitations
-//! - The Xen path has not run on Xen (this project's machines have none); see [`xen`].
-//! - Under Xen the handler's stderr is dropped: the qrexec agent's [`ServiceHandler`] has no
-//!   stderr stream.
+//! - The Xen path has not run on Xen (this project's machines have none); see [`agent`].
 
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod call;
 pub mod cmdline;
 pub mod echo;
 pub mod system;
-pub mod xen;
 
-pub use call::{serve_call, serve_call_with_stderr, CallError, CallReport, StderrService};
+pub use call::{serve_call, CallError, CallReport};
 pub use cmdline::{CallRequest, CmdlineError};
 pub use echo::{EchoHandler, ECHO_SERVICE};
 pub use qrexec::agent::ServiceHandler;
@@ -57,30 +58,15 @@ pub fn is_pid1() -> bool {
 /// Never returns. Only meaningful as PID 1 of a uvm: elsewhere the mounts and the reboot fail
 /// (without privileges) and the process loops in [`system::power_off`]'s fallback.
 pub fn run_as_pid1(handler: &mut dyn ServiceHandler) -> ! {
-    run_service_as_pid1(&mut call::WithoutStderr(handler))
-}
-
-/// As [`run_as_pid1`], for a handler whose stderr reaches the caller as DATA_STDERR.
-pub fn run_service_as_pid1(handler: &mut dyn StderrService) -> ! {
     let mut console = std::io::stderr();
     if let Err(e) = system::mount_pseudo_filesystems() {
         let _ = writeln!(console, "uvm-init: {}", describe(&InitError::System(e)));
         system::power_off()
     }
     if system::is_xen() {
-        match xen::serve_over_xen(handler) {
+        match agent::serve_over_xen(handler) {
             Ok(outcome) => {
-                // Sizes and ids only: never the document's content.
-                let _ = writeln!(
-                    console,
-                    "uvm-init: {} exit {} stdin chunks {} stdout bytes {} caller domain {} port {}",
-                    outcome.call.service,
-                    outcome.exit_code,
-                    outcome.stdin_chunks,
-                    outcome.stdout_bytes,
-                    outcome.domain,
-                    outcome.port
-                );
+                let _ = writeln!(console, "uvm-init: {}", agent::outcome_line(&outcome));
             }
             Err(e) => {
                 let _ = writeln!(console, "uvm-init: {}", describe(&e));
@@ -88,8 +74,7 @@ pub fn run_service_as_pid1(handler: &mut dyn StderrService) -> ! {
         }
         system::power_off()
     }
-    let outcome = serve_from_kernel(handler);
-    match outcome {
+    match serve_from_kernel(handler) {
         Ok(report) => {
             // One line with sizes only: never the document's content.
             let _ = writeln!(
@@ -105,12 +90,30 @@ pub fn run_service_as_pid1(handler: &mut dyn StderrService) -> ! {
     system::power_off()
 }
 
+/// Serves one call as a qrexec agent over the Unix-socket vchan layout, as an ordinary process
+/// (see [`agent::serve_over_socket`]), and prints one line on stderr: the outcome's sizes and
+/// ids, or the error.
+///
+/// Returns whether the call was served to its end (whatever the service's exit code).
+pub fn run_as_socket_agent(handler: &mut dyn ServiceHandler) -> bool {
+    match agent::serve_over_socket(handler) {
+        Ok(outcome) => {
+            eprintln!("uvm-init: {}", agent::outcome_line(&outcome));
+            true
+        }
+        Err(e) => {
+            eprintln!("uvm-init: {}", describe(&e));
+            false
+        }
+    }
+}
+
 /// Everything PID 1 does under QEMU between the mounts and power-off.
-fn serve_from_kernel(handler: &mut dyn StderrService) -> Result<CallReport, InitError> {
+fn serve_from_kernel(handler: &mut dyn ServiceHandler) -> Result<CallReport, InitError> {
     let cmdline = system::read_kernel_cmdline()?;
     let request = CallRequest::parse(&cmdline)?;
     let mut port = system::open_data_port(request.port.as_deref())?;
-    let report = serve_call_with_stderr(&mut port, &request, handler)?;
+    let report = serve_call(&mut port, &request, handler)?;
     // The last bytes must reach the host before the reboot tears the device down.
     system::drain_port(&port, system::HOST_CLOSE_WAIT);
 
@@ -129,10 +132,11 @@ pub enum InitError {
     /// The call itself broke.
     #[error("call failed")]
     Call(#[from] CallError),
-    /// Xen's devices or xenstore could not be opened.
-    #[error("xen vchan setup failed")]
-    Xen(#[from] qrexec::vchan::VchanError),
-    /// The qrexec agent's call under Xen failed.
+    /// The vchan transport could not be set up (Xen's devices or xenstore, or the socket
+    /// layout's environment).
+    #[error("vchan setup failed")]
+    Vchan(#[from] qrexec::vchan::VchanError),
+    /// The qrexec agent's call failed.
     #[error("qrexec call failed")]
     Agent(#[from] qrexec::agent::AgentError),
 }
