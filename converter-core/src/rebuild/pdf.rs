@@ -25,9 +25,10 @@
 //!
 //! # Determinism
 //!
-//! No clock, no `/Info`, no XMP. The trailer's `/ID` is derived from the pixels: the first 16 bytes
-//! of a SHA-256 over the resolution and, for each page in order, a SHA-256 of its size, its
-//! compression choice and its pixels. Same pixels and options give the same bytes.
+//! No clock, no `/Info`, no XMP. The trailer's `/ID` is derived from the pages: the first 16
+//! bytes of a SHA-256 over the resolution and, for each page in order, a SHA-256 of its size,
+//! representation, palette and encoded image data (which the pixels and options determine).
+//! Same pixels and options give the same bytes.
 
 use std::io::{BufWriter, Write};
 
@@ -121,7 +122,7 @@ pub struct EncodedPage {
     /// Palette for [`Representation::Indexed`]: 3 bytes per entry; empty otherwise.
     palette: Vec<u8>,
     data: Vec<u8>,
-    /// SHA-256 of size, compression choice and pixels, for the document's `/ID`.
+    /// SHA-256 of size, representation, palette and encoded data, for the document's `/ID`.
     digest: [u8; 32],
 }
 
@@ -185,16 +186,6 @@ pub fn encode_page(
     check_pixels(width, height, 3, rgb.len())?;
     options.compression.validate()?;
 
-    let mut hasher = Sha256::new();
-    hasher.update(width.to_be_bytes());
-    hasher.update(height.to_be_bytes());
-    hasher.update(match options.compression {
-        Compression::Lossless => [0, 0],
-        Compression::Jpeg { quality } => [1, quality],
-    });
-    hasher.update(rgb);
-    let digest: [u8; 32] = hasher.finalize().into();
-
     let (representation, palette, data) = match options.compression {
         Compression::Lossless => encode_lossless(width, rgb)?,
         Compression::Jpeg { quality } => {
@@ -218,6 +209,7 @@ pub fn encode_page(
         }
     };
 
+    let digest = page_digest(width, height, representation, &palette, &data);
     Ok(EncodedPage {
         width,
         height,
@@ -226,6 +218,37 @@ pub fn encode_page(
         data,
         digest,
     })
+}
+
+/// SHA-256 of a page's size, representation, palette and encoded data.
+///
+/// The encoded data stands for the pixels: lossless encoding is one-to-one and JPEG encoding is
+/// deterministic, so same pixels and options give the same digest. Hashing the output rather
+/// than the pixels costs a few hundred KB per page instead of 6 MB (at 150 ppi, SHA-256 of
+/// the pixels was about a third of a text page's encoding time).
+fn page_digest(
+    width: u32,
+    height: u32,
+    representation: Representation,
+    palette: &[u8],
+    data: &[u8],
+) -> [u8; 32] {
+    let tag: [u8; 2] = match representation {
+        Representation::Gray8 => [0, 8],
+        Representation::Indexed { bits, .. } => [1, bits],
+        Representation::Rgb8 => [2, 8],
+        Representation::JpegGray => [3, 8],
+        Representation::JpegRgb => [4, 8],
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(width.to_be_bytes());
+    hasher.update(height.to_be_bytes());
+    hasher.update(tag);
+    // A palette has at most 768 bytes, so its length fits and separates it from the data.
+    hasher.update((palette.len() as u64).to_be_bytes());
+    hasher.update(palette);
+    hasher.update(data);
+    hasher.finalize().into()
 }
 
 fn is_gray(pixel: &[u8]) -> bool {
@@ -256,32 +279,72 @@ const MAX_PALETTE: usize = 256;
 /// gray: a palette of up to 16 entries saves at least half the samples.
 const GRAY_PALETTE_MAX: usize = 16;
 
+/// Pixels compared at once by [`analyse`]'s fast path: 16 pixels are 48 bytes, which the
+/// compiler compares with a few vector instructions.
+const RUN_PIXELS: usize = 16;
+
 fn analyse(rgb: &[u8]) -> Colours {
-    let mut all_gray = true;
-    let mut palette: Vec<u32> = Vec::new();
-    // Rendered pages are mostly long runs of one colour, so a one-entry cache skips the search
-    // for most pixels.
+    // Gray levels seen, by level: anti-aliased text changes gray level at almost every edge
+    // pixel, and a table lookup is much cheaper there than a search.
+    let mut grays = [false; 256];
+    let mut gray_count = 0usize;
+    // Other colours seen, sorted as packed `0xRRGGBB`.
+    let mut others: Vec<u32> = Vec::new();
+    // Rendered pages are mostly long runs of one colour. A block of pixels that all repeat the
+    // last colour seen is skipped with one slice comparison; elsewhere a one-entry cache skips
+    // the lookup for repeated pixels.
     let mut last = u32::MAX;
-    for pixel in rgb.chunks_exact(3) {
-        let colour = pack(pixel);
-        if colour == last {
+    let mut run = [0u8; 3 * RUN_PIXELS];
+    // `run` holds no colour until the first block has been examined pixel by pixel.
+    let mut run_is_set = false;
+    for block in rgb.chunks(run.len()) {
+        if run_is_set && run.get(..block.len()) == Some(block) {
             continue;
         }
-        last = colour;
-        all_gray &= is_gray(pixel);
-        if let Err(at) = palette.binary_search(&colour) {
-            if palette.len() == MAX_PALETTE {
-                // 257 colours cannot all be gray (there are only 256 gray levels).
-                return Colours::Rgb;
+        for pixel in block.chunks_exact(3) {
+            let colour = pack(pixel);
+            if colour == last {
+                continue;
             }
-            palette.insert(at, colour);
+            last = colour;
+            let fresh = match pixel {
+                [r, g, b] if r == g && g == b => {
+                    let seen = &mut grays[usize::from(*r)];
+                    !std::mem::replace(seen, true)
+                }
+                _ => match others.binary_search(&colour) {
+                    Ok(_) => false,
+                    Err(at) => {
+                        others.insert(at, colour);
+                        true
+                    }
+                },
+            };
+            if fresh {
+                gray_count += usize::from(is_gray(pixel));
+                if gray_count + others.len() > MAX_PALETTE {
+                    return Colours::Rgb;
+                }
+            }
+        }
+        // The next block is compared with the colour this one ended on.
+        if let Some(tail) = block.chunks_exact(3).last() {
+            for slot in run.chunks_exact_mut(3) {
+                slot.copy_from_slice(tail);
+            }
+            run_is_set = true;
         }
     }
-    if all_gray && palette.len() > GRAY_PALETTE_MAX {
-        Colours::Gray
-    } else {
-        Colours::Palette(palette)
+    if others.is_empty() && gray_count > GRAY_PALETTE_MAX {
+        return Colours::Gray;
     }
+    let mut palette: Vec<u32> = (0u32..256)
+        .filter(|&level| grays[level as usize])
+        .map(|level| level << 16 | level << 8 | level)
+        .chain(others)
+        .collect();
+    palette.sort_unstable();
+    Colours::Palette(palette)
 }
 
 /// Row filter per representation.
@@ -820,6 +883,56 @@ mod tests {
                 colours: 4
             }
         );
+    }
+
+    /// `levels` gray levels and `colours` other colours, each on a run of 20 pixels (longer
+    /// than the analysis's fast-path block), after a black run at the start.
+    fn runs(levels: u32, colours: u32) -> Vec<u8> {
+        let mut rgb = vec![0u8; 3 * 50];
+        for level in 0..levels {
+            rgb.extend([[255 - level as u8; 3]; 20].concat());
+        }
+        for c in 0..colours {
+            rgb.extend([[c as u8, 1, 2]; 20].concat());
+        }
+        rgb
+    }
+
+    #[test]
+    fn black_run_first_is_counted_in_the_palette() {
+        let mut rgb = vec![0u8; 3 * 100];
+        rgb.extend_from_slice(&[255; 3]);
+        let page = encode_page(101, 1, &rgb, &LOSSLESS).unwrap();
+        assert_eq!(
+            page.representation(),
+            Representation::Indexed {
+                bits: 1,
+                colours: 2
+            }
+        );
+        assert_eq!(decode(&page), rgb);
+    }
+
+    #[test]
+    fn grays_and_colours_share_the_256_palette_entries() {
+        // Black plus 155 more grays plus 100 colours: exactly 256 entries.
+        let rgb = runs(155, 100);
+        let width = (rgb.len() / 3) as u32;
+        let page = encode_page(width, 1, &rgb, &LOSSLESS).unwrap();
+        assert_eq!(
+            page.representation(),
+            Representation::Indexed {
+                bits: 8,
+                colours: 256
+            }
+        );
+        assert_eq!(decode(&page), rgb);
+
+        let rgb = runs(155, 101);
+        let width = (rgb.len() / 3) as u32;
+        let page = encode_page(width, 1, &rgb, &LOSSLESS).unwrap();
+        assert_eq!(page.representation(), Representation::Rgb8);
+        assert_eq!(decode(&page), rgb);
     }
 
     #[test]

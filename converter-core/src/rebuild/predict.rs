@@ -36,18 +36,19 @@ pub(crate) enum FilterStrategy {
 /// The zlib level used for page images.
 ///
 /// Measured on real pages rendered at 150 ppi (`pdf-uvm 150 < doc.pdf | cargo run --release
-/// -p converter-core --example encode_stream`), per page, on this 2-core machine:
+/// -p converter-core --example encode_stream`), whole `encode_page` per page (colour analysis,
+/// row filter, deflate, digest), on this 2-core machine, several runs (it is a shared virtual
+/// machine, so times vary by about a fifth):
 ///
 /// | | R-exts (236 gray text pages) | ReportLab guide (134 gray and RGB pages) |
 /// |---|---|---|
-/// | zlib-rs level 1 | 13.0 ms, 217 KB | 11.8 ms, 310 KB |
-/// | zlib-rs level 3 | 16.3 ms, 184 KB | 15.2 ms, 255 KB |
-/// | zlib-rs level 6 | 20.1 ms, 180 KB | 20.2 ms, 250 KB |
-/// | fdeflate | 13.5 ms, 267 KB | 11.1 ms, 500 KB |
+/// | zlib-rs level 1 | 4.9 to 5.3 ms, 217 KB | 5.1 to 5.2 ms, 310 KB |
+/// | zlib-rs level 3 | 5.5 to 7.8 ms, 184 KB | 6.2 to 7.7 ms, 255 KB |
+/// | zlib-rs level 6 | 10.9 to 11.5 ms, 180 KB | 11.2 to 12.2 ms, 250 KB |
 ///
-/// Level 3 buys 15 to 18 % smaller files for about a quarter more time; level 6 costs half
-/// again as much for 1 to 2 % more. fdeflate (the png crate's compressor) looked good on
-/// synthetic pages but is much larger on real ones.
+/// Level 3 buys 15 to 18 % smaller files for about a fifth more time; level 6 costs half
+/// again as much for 1 to 2 % more. fdeflate (the png crate's compressor) was as fast as
+/// level 1 but far larger on these pages (267 KB and 500 KB).
 pub(crate) const FLATE_LEVEL: u32 = 3;
 
 /// Writes rows through a PNG row filter into a zlib stream held in memory.
