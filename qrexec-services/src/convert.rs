@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -154,11 +154,17 @@ enum Msg {
 }
 
 /// Reads the stream and hands pages over one at a time; returns the bytes read.
+///
+/// Page buffers come back from the encoders on `recycle` and are filled again: a fresh
+/// buffer would cost the kernel a page fault and a zeroed page for every 4 KiB of pixels
+/// (6 MB per page at 150 ppi). There are never more buffers than pages in flight plus the one
+/// being read.
 fn spawn_reader<R: Read + Send + 'static>(
     stdout: R,
     limits: StreamLimits,
     started: Instant,
     tx: SyncSender<Msg>,
+    recycle: Receiver<Vec<u8>>,
 ) -> JoinHandle<Result<u64, StreamError>> {
     thread::spawn(move || {
         let mut reader = RgbStreamReader::new(stdout, limits);
@@ -167,7 +173,7 @@ fn spawn_reader<R: Read + Send + 'static>(
             return Ok(reader.bytes_read());
         }
         loop {
-            let mut buf = Vec::new();
+            let mut buf = recycle.try_recv().unwrap_or_default();
             match reader.next_page(&mut buf)? {
                 Some(header) => {
                     if tx.send(Msg::Page(header, buf)).is_err() {
@@ -231,13 +237,16 @@ pub fn convert_pdf(
         .take_stdout()
         .ok_or_else(|| ConvertError::Output(io::Error::other("uvm stdout is not a pipe")))?;
     let (tx, rx) = mpsc::sync_channel(0);
-    let reader = spawn_reader(stdout, job.limits, started, tx);
+    let (recycle_tx, recycle_rx) = mpsc::channel();
+    let reader = spawn_reader(stdout, job.limits, started, tx, recycle_rx);
 
     let options = PdfOptions {
         dpi: job.resolution,
         compression: job.compression,
     };
-    let rebuilt = rebuild_pages(&call, rx, &pending, options, transport, progress);
+    let rebuilt = rebuild_pages(
+        &call, rx, recycle_tx, &pending, options, transport, progress,
+    );
     if rebuilt.is_err() {
         // Unblocks the reader and the sender at once.
         call.kill();
@@ -372,6 +381,7 @@ impl Slots {
 fn rebuild_pages<'a>(
     call: &Call,
     rx: Receiver<Msg>,
+    recycle: Sender<Vec<u8>>,
     pending: &'a PendingOutput,
     options: PdfOptions,
     transport: &TransportConfig,
@@ -407,6 +417,7 @@ fn rebuild_pages<'a>(
     let written = thread::scope(|scope| {
         for _ in 0..encoders {
             let done_tx = done_tx.clone();
+            let recycle = recycle.clone();
             let (slots, source) = (&slots, &source);
             scope.spawn(move || {
                 while slots.acquire() {
@@ -424,7 +435,8 @@ fn rebuild_pages<'a>(
                     };
                     let t = Instant::now();
                     let page = encode_page(header.width, header.height, &rgb, &options);
-                    drop(rgb);
+                    // The reader may be gone already; then the buffer is simply freed.
+                    let _ = recycle.send(rgb);
                     if done_tx.send((index, page, t.elapsed())).is_err() {
                         break;
                     }
