@@ -32,13 +32,18 @@ git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck
 echo "test: build"
 cargo build --workspace --bins
 
+# Every cargo test run's output is kept, so that the last line of this script can add up what
+# all of them ran (CI reads a run's closing line; cargo's own last line is a doc-test crate's).
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 echo "test: tests"
-cargo test --workspace
+cargo test --workspace 2>&1 | tee -a "$results"
 
 # The tests that boot uvm images under QEMU (marked ignored: they need the kernel and QEMU that
 # setup-vm.sh installs, and take minutes under TCG).
 echo "test: uvm images under QEMU"
-cargo test --workspace -- --ignored
+cargo test --workspace -- --ignored 2>&1 | tee -a "$results"
 
 echo "test: Qubes installation files"
 TRUSTED_CONVERTERS_BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" qrexec-services/qubes/check.sh
@@ -46,3 +51,7 @@ TRUSTED_CONVERTERS_BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" qrexec-services/q
 # Every fuzz target, briefly, on its committed seed corpus; fuzz/run.sh SECONDS runs longer.
 echo "test: fuzz"
 fuzz/run.sh "${FUZZ_SECONDS:-10}"
+
+# The closing line: every cargo test in this run, added up (the ignored ones ran in the second
+# pass, so they are counted there and not as skipped).
+awk '/^test result: /{p+=$4; f+=$6} END{printf "tests: %d passed, %d failed\n", p, f}' "$results"
