@@ -60,6 +60,12 @@ pub enum RebuildError {
         /// The encoder's own message; it describes sizes, never pixel values.
         reason: String,
     },
+    /// A working buffer for the page could not be allocated.
+    #[error("cannot allocate {bytes} bytes for a page")]
+    AllocationFailed {
+        /// Bytes asked for.
+        bytes: u64,
+    },
     /// Writing to the output failed.
     #[error("cannot write output")]
     Write(#[from] io::Error),

@@ -189,11 +189,7 @@ pub fn encode_page(
     let (representation, palette, data) = match options.compression {
         Compression::Lossless => encode_lossless(width, rgb)?,
         Compression::Jpeg { quality } => {
-            if rgb.chunks_exact(3).all(is_gray) {
-                let gray: Vec<u8> = rgb
-                    .chunks_exact(3)
-                    .map(|p| p.first().copied().unwrap_or(0))
-                    .collect();
+            if let Some(gray) = gray_plane(rgb)? {
                 (
                     Representation::JpegGray,
                     Vec::new(),
@@ -262,10 +258,9 @@ fn pack(pixel: &[u8]) -> u32 {
     }
 }
 
-/// The colours of a page, found in one pass that stops once a palette cannot hold them.
+/// The colours of a page that is not all gray, found in one pass that stops once a palette
+/// cannot hold them.
 enum Colours {
-    /// Every pixel is gray and there are more than 16 levels.
-    Gray,
     /// At most 256 distinct colours, sorted as packed `0xRRGGBB`.
     Palette(Vec<u32>),
     /// More than 256 colours.
@@ -279,8 +274,8 @@ const MAX_PALETTE: usize = 256;
 /// gray: a palette of up to 16 entries saves at least half the samples.
 const GRAY_PALETTE_MAX: usize = 16;
 
-/// Pixels compared at once by [`analyse`]'s fast path: 16 pixels are 48 bytes, which the
-/// compiler compares with a few vector instructions.
+/// Pixels compared at once by [`analyse`]'s fast path and by [`gray_plane`]: 16 pixels are 48
+/// bytes, which the compiler compares with a few vector instructions.
 const RUN_PIXELS: usize = 16;
 
 fn analyse(rgb: &[u8]) -> Colours {
@@ -335,9 +330,6 @@ fn analyse(rgb: &[u8]) -> Colours {
             run_is_set = true;
         }
     }
-    if others.is_empty() && gray_count > GRAY_PALETTE_MAX {
-        return Colours::Gray;
-    }
     let mut palette: Vec<u32> = (0u32..256)
         .filter(|&level| grays[level as usize])
         .map(|level| level << 16 | level << 8 | level)
@@ -373,14 +365,45 @@ fn strategy(representation: Representation) -> FilterStrategy {
 
 type Encoded = (Representation, Vec<u8>, Vec<u8>);
 
-fn encode_lossless(width: u32, rgb: &[u8]) -> Result<Encoded, RebuildError> {
-    let flate = |e: std::io::Error| RebuildError::Encode {
+/// The error of a failed write into the in-memory Flate stream.
+fn flate(e: std::io::Error) -> RebuildError {
+    RebuildError::Encode {
         format: "flate",
         reason: e.to_string(),
-    };
+    }
+}
+
+fn encode_lossless(width: u32, rgb: &[u8]) -> Result<Encoded, RebuildError> {
     let w = usize::try_from(width).map_err(|_| RebuildError::ZeroDimension { width, height: 0 })?;
     // `check_pixels` proved w * 3 * height == rgb.len(), so this cannot overflow.
     let rgb_row = w.saturating_mul(3);
+
+    // Most rendered pages are gray (text): one pass proves it and keeps the gray plane, which
+    // is then all the encoder reads.
+    if let Some(gray) = gray_plane(rgb)? {
+        let levels = gray_levels(&gray);
+        let count = levels.iter().filter(|&&seen| seen).count();
+        if count > GRAY_PALETTE_MAX {
+            let representation = Representation::Gray8;
+            let mut packer = RowPacker::new(w, 1, strategy(representation));
+            for row in gray.chunks_exact(w) {
+                packer.push_row(row).map_err(flate)?;
+            }
+            return Ok((representation, Vec::new(), packer.finish().map_err(flate)?));
+        }
+        // Few levels: a palette of them, in ascending order as `analyse` sorts it.
+        let mut index = [0u8; 256];
+        let mut palette = Vec::new();
+        for (level, _) in levels.iter().enumerate().filter(|(_, &seen)| seen) {
+            // At most 16 levels here, so the index fits a byte.
+            index[level] = (palette.len() / 3) as u8;
+            palette.extend([level as u8; 3]);
+        }
+        let rows = gray
+            .chunks_exact(w)
+            .map(|row| row.iter().map(|&level| index[usize::from(level)]));
+        return pack_indexed(w, count, palette, rows);
+    }
 
     match analyse(rgb) {
         Colours::Rgb => {
@@ -391,62 +414,149 @@ fn encode_lossless(width: u32, rgb: &[u8]) -> Result<Encoded, RebuildError> {
             }
             Ok((representation, Vec::new(), packer.finish().map_err(flate)?))
         }
-        Colours::Gray => {
-            let representation = Representation::Gray8;
-            let mut packer = RowPacker::new(w, 1, strategy(representation));
-            let mut row = vec![0u8; w];
-            for source in rgb.chunks_exact(rgb_row) {
-                for (out, pixel) in row.iter_mut().zip(source.chunks_exact(3)) {
-                    *out = pixel.first().copied().unwrap_or(0);
-                }
-                packer.push_row(&row).map_err(flate)?;
-            }
-            Ok((representation, Vec::new(), packer.finish().map_err(flate)?))
-        }
         Colours::Palette(colours) => {
-            let bits: u8 = match colours.len() {
-                0..=2 => 1,
-                3..=4 => 2,
-                5..=16 => 4,
-                _ => 8,
-            };
-            let representation = Representation::Indexed {
-                bits,
-                colours: u16::try_from(colours.len()).unwrap_or(256),
-            };
-            let per_byte = usize::from(8 / bits);
-            let row_bytes = w.div_ceil(per_byte);
-            let mut packer = RowPacker::new(row_bytes, 1, strategy(representation));
-            let mut row = vec![0u8; row_bytes];
-            let (mut last, mut last_index) = (u32::MAX, 0u8);
-            for source in rgb.chunks_exact(rgb_row) {
-                row.fill(0);
-                for (x, pixel) in source.chunks_exact(3).enumerate() {
-                    let colour = pack(pixel);
-                    if colour != last {
-                        last = colour;
-                        // Every colour is in the palette (it was built from these pixels) and
-                        // the palette has at most 256 entries, so the index fits a byte.
-                        last_index = colours
-                            .binary_search(&colour)
-                            .ok()
-                            .and_then(|i| u8::try_from(i).ok())
-                            .unwrap_or(0);
-                    }
-                    let shift = 8 - usize::from(bits) * (x % per_byte + 1);
-                    if let Some(byte) = row.get_mut(x / per_byte) {
-                        *byte |= last_index << shift;
-                    }
-                }
-                packer.push_row(&row).map_err(flate)?;
-            }
             let palette = colours
                 .iter()
                 .flat_map(|c| [(c >> 16) as u8, (c >> 8) as u8, *c as u8])
                 .collect();
-            Ok((representation, palette, packer.finish().map_err(flate)?))
+            let lookup = |colour: u32| {
+                // Every colour is in the palette (it was built from these pixels) and the
+                // palette has at most 256 entries, so the index fits a byte.
+                colours
+                    .binary_search(&colour)
+                    .ok()
+                    .and_then(|i| u8::try_from(i).ok())
+                    .unwrap_or(0)
+            };
+            let rows = rgb.chunks_exact(rgb_row).map(|row| {
+                let (mut last, mut last_index) = (u32::MAX, 0u8);
+                row.chunks_exact(3).map(move |pixel| {
+                    let colour = pack(pixel);
+                    if colour != last {
+                        last = colour;
+                        last_index = lookup(colour);
+                    }
+                    last_index
+                })
+            });
+            pack_indexed(w, colours.len(), palette, rows)
         }
     }
+}
+
+/// Packs rows of palette indices at the fewest bits per index that `colours` allows.
+fn pack_indexed<Rows, Row>(
+    w: usize,
+    colours: usize,
+    palette: Vec<u8>,
+    rows: Rows,
+) -> Result<Encoded, RebuildError>
+where
+    Rows: Iterator<Item = Row>,
+    Row: Iterator<Item = u8>,
+{
+    let bits: u8 = match colours {
+        0..=2 => 1,
+        3..=4 => 2,
+        5..=16 => 4,
+        _ => 8,
+    };
+    let representation = Representation::Indexed {
+        bits,
+        colours: u16::try_from(colours).unwrap_or(256),
+    };
+    let per_byte = usize::from(8 / bits);
+    let row_bytes = w.div_ceil(per_byte);
+    let mut packer = RowPacker::new(row_bytes, 1, strategy(representation));
+    let mut packed = vec![0u8; row_bytes];
+    for indices in rows {
+        packed.fill(0);
+        for (x, index) in indices.enumerate() {
+            let shift = 8 - usize::from(bits) * (x % per_byte + 1);
+            if let Some(byte) = packed.get_mut(x / per_byte) {
+                *byte |= index << shift;
+            }
+        }
+        packer.push_row(&packed).map_err(flate)?;
+    }
+    Ok((representation, palette, packer.finish().map_err(flate)?))
+}
+
+/// The gray plane of a page whose pixels are all gray (R = G = B), or `None` at the first
+/// block of pixels that shows a colour.
+///
+/// Pixels are taken [`RUN_PIXELS`] at a time as fixed-size arrays with no early exit inside a
+/// block, which the compiler unrolls into vector shuffles; a per-pixel loop with a push was the
+/// caller's most expensive function on text documents.
+/// Which neighbouring bytes of a block [`gray_plane`] compares: byte k with byte k + 1 where
+/// both belong to the same pixel.
+const GRAY_CHECK_MASK: [u8; 3 * RUN_PIXELS - 1] = {
+    let mut mask = [0u8; 3 * RUN_PIXELS - 1];
+    let mut k = 0;
+    while k < mask.len() {
+        if k % 3 != 2 {
+            mask[k] = 0xFF;
+        }
+        k += 1;
+    }
+    mask
+};
+
+fn gray_plane(rgb: &[u8]) -> Result<Option<Vec<u8>>, RebuildError> {
+    let pixels = rgb.len() / 3;
+    let mut gray = Vec::new();
+    gray.try_reserve_exact(pixels)
+        .map_err(|_| RebuildError::AllocationFailed {
+            bytes: pixels as u64,
+        })?;
+    gray.resize(pixels, 0);
+
+    let mut blocks = rgb.chunks_exact(3 * RUN_PIXELS);
+    let mut outs = gray.chunks_exact_mut(RUN_PIXELS);
+    for (block, out) in (&mut blocks).zip(&mut outs) {
+        let (Ok(block), Ok(out)) = (
+            <&[u8; 3 * RUN_PIXELS]>::try_from(block),
+            <&mut [u8; RUN_PIXELS]>::try_from(out),
+        ) else {
+            return Ok(None);
+        };
+        // A pixel is gray when its first byte equals the second and the second the third:
+        // each byte is compared with the next one, except across pixel boundaries. These are
+        // plain element-wise operations on fixed arrays, which compile to vector code; the
+        // strided copy of every third byte is the only scalar part.
+        let mut colour = 0u8;
+        for (k, pair) in block.windows(2).enumerate() {
+            if let [x, y] = *pair {
+                colour |= (x ^ y) & GRAY_CHECK_MASK[k];
+            }
+        }
+        for (level, pixel) in out.iter_mut().zip(block.chunks_exact(3)) {
+            *level = pixel.first().copied().unwrap_or(0);
+        }
+        if colour != 0 {
+            return Ok(None);
+        }
+    }
+    for (pixel, level) in blocks
+        .remainder()
+        .chunks_exact(3)
+        .zip(outs.into_remainder())
+    {
+        match *pixel {
+            [r, g, b] if r == g && g == b => *level = r,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(gray))
+}
+
+/// Which of the 256 gray levels occur in `gray`.
+fn gray_levels(gray: &[u8]) -> [bool; 256] {
+    let mut seen = [false; 256];
+    for &level in gray {
+        seen[usize::from(level)] = true;
+    }
+    seen
 }
 
 /// Writes a PDF page by page; see the module documentation for the layout.
@@ -846,6 +956,43 @@ mod tests {
     fn gray_page_is_device_gray() {
         let page = encode_page(40, 30, &gray_gradient(40, 30), &LOSSLESS).unwrap();
         assert_eq!(page.representation(), Representation::Gray8);
+    }
+
+    #[test]
+    fn one_coloured_byte_anywhere_makes_the_page_not_gray() {
+        // 37 x 5 = 185 pixels: eleven full blocks of the gray check and a remainder of nine.
+        let (w, h) = (37, 5);
+        for pixel in [0usize, 1, 15, 16, 100, 175, 176, 184] {
+            for channel in 0..3 {
+                let mut rgb = gray_gradient(w, h);
+                let byte = &mut rgb[pixel * 3 + channel];
+                *byte = byte.wrapping_add(1);
+                let page = encode_page(w, h, &rgb, &LOSSLESS).unwrap();
+                assert_ne!(
+                    page.representation(),
+                    Representation::Gray8,
+                    "pixel {pixel} channel {channel}"
+                );
+                assert_eq!(decode(&page), rgb, "pixel {pixel} channel {channel}");
+            }
+        }
+    }
+
+    #[test]
+    fn few_gray_levels_round_trip_through_their_palette() {
+        // Three levels in a width that leaves a remainder after the gray check's blocks.
+        let rgb: Vec<u8> = (0..7 * 3u32)
+            .flat_map(|i| [[0, 128, 255][(i % 3) as usize]; 3])
+            .collect();
+        let page = encode_page(7, 3, &rgb, &LOSSLESS).unwrap();
+        assert_eq!(
+            page.representation(),
+            Representation::Indexed {
+                bits: 2,
+                colours: 3
+            }
+        );
+        assert_eq!(decode(&page), rgb);
     }
 
     #[test]

@@ -37,19 +37,19 @@ pub(crate) enum FilterStrategy {
 ///
 /// Measured on real pages rendered at 150 ppi (`pdf-uvm 150 < doc.pdf | cargo run --release
 /// -p converter-core --example encode_stream`), whole `encode_page` per page (colour analysis,
-/// row filter, deflate, digest), on this 2-core machine, several runs (it is a shared virtual
-/// machine, so times vary by about a fifth):
+/// row filter, deflate, digest), on this 2-core machine, two runs each, quiet machine:
 ///
 /// | | R-exts (236 gray text pages) | ReportLab guide (134 gray and RGB pages) |
 /// |---|---|---|
-/// | zlib-rs level 1 | 4.9 to 5.3 ms, 217 KB | 5.1 to 5.2 ms, 310 KB |
-/// | zlib-rs level 3 | 5.5 to 7.8 ms, 184 KB | 6.2 to 7.7 ms, 255 KB |
-/// | zlib-rs level 6 | 10.9 to 11.5 ms, 180 KB | 11.2 to 12.2 ms, 250 KB |
+/// | zlib-rs level 1 | 3.3 to 3.4 ms, 217 KB | 4.1 to 4.2 ms, 310 KB |
+/// | **zlib-rs level 2** | **4.6 ms, 186 KB** | **5.4 to 5.5 ms, 258 KB** |
+/// | zlib-rs level 3 | 5.1 ms, 184 KB | 6.0 to 6.1 ms, 255 KB |
 ///
-/// Level 3 buys 15 to 18 % smaller files for about a fifth more time; level 6 costs half
-/// again as much for 1 to 2 % more. fdeflate (the png crate's compressor) was as fast as
-/// level 1 but far larger on these pages (267 KB and 500 KB).
-pub(crate) const FLATE_LEVEL: u32 = 3;
+/// Level 2 costs 1 to 1.5 % in size against level 3 for a tenth less time; level 1 is faster
+/// still but a sixth larger, and small output is half the point of a lossless page. An earlier
+/// run put level 6 at about twice level 3's time for 1 to 2 % less size, and fdeflate (the png
+/// crate's compressor) as fast as level 1 but far larger.
+pub(crate) const FLATE_LEVEL: u32 = 2;
 
 /// Writes rows through a PNG row filter into a zlib stream held in memory.
 pub(crate) struct RowPacker {
