@@ -166,10 +166,10 @@ fn print_outcome(
     let line = match (&report.status, &report.output) {
         (Status::Converted, Some(out)) => {
             format!(
-                "{}: converted to {} ({} pages)",
+                "{}: converted to {} ({})",
                 report.input,
                 out,
-                report.pages.unwrap_or(0)
+                pages_phrase(report.pages.unwrap_or(0))
             )
         }
         _ => format!(
@@ -263,6 +263,14 @@ pub fn has_extension(path: &Path, exts: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// "1 page" or "N pages", for the lines a person reads.
+pub fn pages_phrase(pages: impl Into<u64>) -> String {
+    match pages.into() {
+        1 => "1 page".to_owned(),
+        n => format!("{n} pages"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +296,12 @@ mod tests {
     fn missing_input_is_a_usage_error() {
         let err = expand_inputs(&[PathBuf::from("/nonexistent/x.pdf")], &|_| true).unwrap_err();
         assert!(err.contains("no such file"), "{err}");
+    }
+
+    #[test]
+    fn one_page_is_singular() {
+        assert_eq!(pages_phrase(1u32), "1 page");
+        assert_eq!(pages_phrase(0u32), "0 pages");
+        assert_eq!(pages_phrase(236u32), "236 pages");
     }
 }

@@ -126,9 +126,9 @@ fn check(path: &Path) -> anyhow::Result<i32> {
     match converter_core::check::check_pdf(&bytes) {
         Ok(report) => {
             println!(
-                "{}: clean, {} pages of images only",
+                "{}: clean, {} of images only",
                 path.display(),
-                report.pages.len()
+                batch::pages_phrase(report.pages.len() as u64)
             );
             Ok(batch::EXIT_OK)
         }
