@@ -25,6 +25,15 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "test: docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
+# Licences, banned crates and sources of every dependency (deny.toml). The pinned cargo-deny is
+# built once with cargo; CI machines keep it in ~/.cargo/bin between runs.
+echo "test: dependency policy"
+cargo_deny_version=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $cargo_deny_version"; then
+    cargo install --locked "cargo-deny@$cargo_deny_version"
+fi
+cargo deny check licenses bans sources
+
 echo "test: shell scripts"
 git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck
 
