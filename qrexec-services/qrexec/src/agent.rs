@@ -13,7 +13,8 @@
 //!    two EOFs and exit code 127; a command line that is not a service call gets 125.
 //!    JUST_EXEC: run the service without stdio and send only DATA_EXIT_CODE.
 //! 6. Close the data vchan, then send CONNECTION_TERMINATED {domain, port} on the control vchan,
-//!    so dom0 can destroy the disposable.
+//!    so dom0 can destroy the disposable, and keep the control vchan open until dom0 has read
+//!    that message (at most [`TERMINATION_LINGER`]).
 //!
 //! # Limitations
 //! - One call per boot: after CONNECTION_TERMINATED the function returns and PID 1 powers off.
@@ -22,6 +23,8 @@
 //! - Protocol 2 peers are refused (see [`crate::proto::negotiate`]).
 
 use std::io::{self, Read, Write};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::proto::{
     negotiate, read_message, write_message, DataStreams, Message, ProtoError, EXIT_PROBLEM,
@@ -31,6 +34,20 @@ use crate::vchan::{Vchan, VchanConnector, VchanError, CONTROL_PORT};
 
 /// dom0's domain id, the peer of the control vchan.
 pub const DOM0: u32 = 0;
+
+/// Longest time the control vchan stays open after CONNECTION_TERMINATED, waiting for dom0 to
+/// read it.
+///
+/// qrexec-daemon checks whether the agent's vchan is still open before it reads what is
+/// waiting there, and treats a closed one as an agent restart: a CONNECTION_TERMINATED sent
+/// just before the close is then dropped and the call's data port never released (seen with
+/// the reference daemon over the socket layout in about half of the calls). The Xen ring shows
+/// when dom0 has consumed the message, so there the wait ends as soon as it has; the socket
+/// layout cannot show it, so there the agent waits this long unless dom0 closes first.
+pub const TERMINATION_LINGER: Duration = Duration::from_millis(200);
+
+/// How often the linger after CONNECTION_TERMINATED looks at the control vchan.
+const LINGER_POLL: Duration = Duration::from_millis(1);
 
 /// Longest user name accepted in a command line.
 pub const MAX_USER_LEN: usize = 32;
@@ -325,6 +342,7 @@ pub fn serve_one_call<C: VchanConnector, H: ServiceHandler + ?Sized>(
 
     write_message(&mut ctrl, &Message::ConnectionTerminated { domain, port })
         .map_err(AgentError::Control)?;
+    linger_until_read(&ctrl, TERMINATION_LINGER);
     let _ = ctrl.close();
 
     let done = result?;
@@ -340,6 +358,19 @@ pub fn serve_one_call<C: VchanConnector, H: ServiceHandler + ?Sized>(
         stdout_bytes: done.stdout_bytes,
         ignored_requests,
     })
+}
+
+/// Waits until the peer has read everything sent on `vchan` or has left, or `limit` passed.
+fn linger_until_read<V: Vchan>(vchan: &V, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        // `data_ready` also notices a peer that closed its end.
+        let _ = vchan.data_ready();
+        if !vchan.is_open() || vchan.unread_by_peer() == Some(0) || Instant::now() >= deadline {
+            return;
+        }
+        thread::sleep(LINGER_POLL);
+    }
 }
 
 /// What [`run_call`] reports on success.

@@ -201,6 +201,35 @@ fn message_order_and_termination_after_exit_code() {
 }
 
 #[test]
+fn control_vchan_stays_open_until_dom0_reads_the_termination() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(dir.path());
+    let (mut daemon, mut data) = start_call(
+        dir.path(),
+        EXEC_CMDLINE,
+        "user:QUBESRPC test.Reverse+ disp9",
+    );
+    send_stdin(&mut data, b"abc", &[3]);
+    // The agent closes the data vchan just before it sends CONNECTION_TERMINATED.
+    let got = collect(&mut data);
+    assert_eq!(got.stdout, b"cba");
+
+    // qrexec-daemon may look at the control vchan a little later; closing it right after the
+    // message would let the daemon drop the message unread.
+    thread::sleep(Duration::from_millis(20));
+    assert!(
+        !agent.is_finished(),
+        "the agent closed the control vchan before dom0 read CONNECTION_TERMINATED"
+    );
+
+    // Once dom0 has read the message and closed its end, the agent stops waiting.
+    let (t, _) = daemon.recv().expect("no CONNECTION_TERMINATED");
+    assert_eq!(t, CONNECTION_TERMINATED);
+    drop(daemon);
+    assert!(agent.join().unwrap().is_ok());
+}
+
+#[test]
 fn service_stderr_arrives_before_the_eofs() {
     let dir = tempfile::tempdir().unwrap();
     let agent = start_agent(dir.path());

@@ -217,6 +217,12 @@ pub trait Vchan: Read + Write + FrameTransport {
     /// Whether the peer is (still) connected.
     fn is_open(&self) -> bool;
 
+    /// Bytes written to the peer that it has not read yet, where the transport can tell.
+    ///
+    /// The Xen ring can (the peer's consumer index); the socket layout cannot, since the
+    /// peer's library reads the socket into a buffer of its own as soon as bytes arrive.
+    fn unread_by_peer(&self) -> Option<usize>;
+
     /// Closes this end; the peer's reads drain and then see end of stream.
     ///
     /// # Errors

@@ -743,6 +743,10 @@ impl<M: SharedMem, E: EventChannel> Vchan for RingVchan<M, E> {
         !self.closed && self.peer_present()
     }
 
+    fn unread_by_peer(&self) -> Option<usize> {
+        self.tx.used(&self.page).ok().map(|used| used as usize)
+    }
+
     fn close(&mut self) -> io::Result<()> {
         if self.closed {
             return Ok(());
@@ -832,6 +836,20 @@ mod tests {
         assert_eq!(server.peer_live_state(), LIVE_CONNECTED);
         drop(client);
         assert_eq!(server.peer_live_state(), LIVE_GONE);
+    }
+
+    #[test]
+    fn unread_by_peer_falls_to_zero_once_the_peer_reads() {
+        let (mut server, mut client, _page) = pair(10, 11);
+        assert_eq!(server.unread_by_peer(), Some(0));
+        server.write_all(b"terminated").unwrap();
+        assert_eq!(server.unread_by_peer(), Some(10));
+        let mut got = [0u8; 4];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(server.unread_by_peer(), Some(6));
+        let mut rest = [0u8; 6];
+        client.read_exact(&mut rest).unwrap();
+        assert_eq!(server.unread_by_peer(), Some(0));
     }
 
     #[test]

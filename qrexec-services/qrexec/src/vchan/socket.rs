@@ -315,6 +315,10 @@ impl Vchan for SocketVchan {
         !self.closed && !self.peer_gone.get()
     }
 
+    fn unread_by_peer(&self) -> Option<usize> {
+        None
+    }
+
     fn close(&mut self) -> io::Result<()> {
         if self.closed {
             return Ok(());
