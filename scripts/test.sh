@@ -32,7 +32,7 @@ cargo_deny_version=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $cargo_deny_version"; then
     cargo install --locked "cargo-deny@$cargo_deny_version"
 fi
-cargo deny check licenses bans sources
+cargo deny check --hide-inclusion-graph licenses bans sources
 
 echo "test: shell scripts"
 git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck
