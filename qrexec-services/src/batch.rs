@@ -164,7 +164,8 @@ fn print_outcome(
         }
     }
     let line = match (&report.status, &report.output) {
-        (Status::Converted, Some(out)) => {
+        // A page count says something only for a document; an image is one picture.
+        (Status::Converted, Some(out)) if report.service == "pdf" => {
             format!(
                 "{}: converted to {} ({})",
                 report.input,
@@ -172,6 +173,7 @@ fn print_outcome(
                 pages_phrase(report.pages.unwrap_or(0))
             )
         }
+        (Status::Converted, Some(out)) => format!("{}: converted to {}", report.input, out),
         _ => format!(
             "{}: failed: {}",
             report.input,
