@@ -11,7 +11,9 @@
 //! 5. EXEC_CMDLINE: run the service with stdin from DATA_STDIN, stdout as DATA_STDOUT and
 //!    stderr as DATA_STDERR, then send empty DATA_STDOUT, empty DATA_STDERR and DATA_EXIT_CODE. An unknown service gets the
 //!    two EOFs and exit code 127; a command line that is not a service call gets 125.
-//!    JUST_EXEC: run the service without stdio and send only DATA_EXIT_CODE.
+//!    JUST_EXEC: run the service without stdio and send only DATA_EXIT_CODE, the service's
+//!    real exit code (Qubes' own agent answers 0 as soon as the process has started; a uvm
+//!    runs the service in process, so it has no such moment).
 //! 6. Close the data vchan, then send CONNECTION_TERMINATED {domain, port} on the control vchan,
 //!    so dom0 can destroy the disposable, and keep the control vchan open until dom0 has read
 //!    that message (at most [`TERMINATION_LINGER`]).
