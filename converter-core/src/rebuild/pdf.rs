@@ -482,12 +482,6 @@ where
     Ok((representation, palette, packer.finish().map_err(flate)?))
 }
 
-/// The gray plane of a page whose pixels are all gray (R = G = B), or `None` at the first
-/// block of pixels that shows a colour.
-///
-/// Pixels are taken [`RUN_PIXELS`] at a time as fixed-size arrays with no early exit inside a
-/// block, which the compiler unrolls into vector shuffles; a per-pixel loop with a push was the
-/// caller's most expensive function on text documents.
 /// Which neighbouring bytes of a block [`gray_plane`] compares: byte k with byte k + 1 where
 /// both belong to the same pixel.
 const GRAY_CHECK_MASK: [u8; 3 * RUN_PIXELS - 1] = {
@@ -502,6 +496,13 @@ const GRAY_CHECK_MASK: [u8; 3 * RUN_PIXELS - 1] = {
     mask
 };
 
+/// The gray plane of a page whose pixels are all gray (R = G = B), or `None` at the first
+/// block of pixels that shows a colour.
+///
+/// Pixels are taken [`RUN_PIXELS`] at a time as fixed-size arrays: the gray check compares
+/// neighbouring bytes under [`GRAY_CHECK_MASK`], which compiles to vector code, and only the
+/// copy of every third byte stays scalar. A per-pixel loop that pushed each level was the
+/// caller's most expensive function on text documents.
 fn gray_plane(rgb: &[u8]) -> Result<Option<Vec<u8>>, RebuildError> {
     let pixels = rgb.len() / 3;
     let mut gray = Vec::new();
@@ -521,9 +522,7 @@ fn gray_plane(rgb: &[u8]) -> Result<Option<Vec<u8>>, RebuildError> {
             return Ok(None);
         };
         // A pixel is gray when its first byte equals the second and the second the third:
-        // each byte is compared with the next one, except across pixel boundaries. These are
-        // plain element-wise operations on fixed arrays, which compile to vector code; the
-        // strided copy of every third byte is the only scalar part.
+        // each byte is compared with the next one, except across pixel boundaries.
         let mut colour = 0u8;
         for (k, pair) in block.windows(2).enumerate() {
             if let [x, y] = *pair {
